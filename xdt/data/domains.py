@@ -1,0 +1,316 @@
+"""Domains: one config each, loaded into labeled train/validation/test splits plus an unlabeled stream.
+
+A domain config is plain data with a ``kind``; the kind's dataclass below holds its fields (an unknown
+or missing field is an error naming the key) and loads it. The ``KINDS`` table is the registry.
+
+Labels stay raw strings here ("0", "pos", "5"); :func:`label_space` later maps them to ids shared by
+every domain of a run, so a target whose label set differs from the source's is caught before training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
+
+from xdt.data import readers, synthetic
+from xdt.errors import XdtError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validation", "test")
+
+
+@dataclass
+class RawDomain:
+    """A loaded domain: labeled splits with columns ``text`` and ``label`` (raw string labels), and
+    ``unlabeled`` (column ``text``): the domain's unlabeled split, or its train texts without labels."""
+
+    name: str
+    key: str
+    train: Dataset
+    validation: Dataset
+    test: Dataset
+    unlabeled: Dataset
+
+    def labels(self) -> set[str]:
+        return {label for split in SPLITS for label in getattr(self, split).unique("label")}
+
+
+def _label(value: Any) -> str | None:
+    """A raw label as a string; integral floats and bools become "0", "1", ...; missing stays None."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, float) and value.is_integer()):
+        value = int(value)
+    return str(value).strip()
+
+
+def labeled_split(texts: list, labels: list, where: str) -> Dataset:
+    """A Dataset of (text, label) rows; rows with no text or no label are dropped with a warning."""
+    rows = [(str(t), _label(y)) for t, y in zip(texts, labels) if t is not None and str(t).strip()]
+    kept = [(t, y) for t, y in rows if y not in (None, "")]
+    if len(kept) < len(texts):
+        log.warning("%s: dropped %d of %d rows with an empty text or label", where, len(texts) - len(kept), len(texts))
+    return Dataset.from_dict({"text": [t for t, _ in kept], "label": [y for _, y in kept]})
+
+
+def text_split(texts: list) -> Dataset:
+    return Dataset.from_dict({"text": [str(t) for t in texts if t is not None and str(t).strip()]})
+
+
+def _split_by_fractions(data: Dataset, fractions: Mapping[str, float], seed: int, key: str) -> dict[str, Dataset]:
+    """Shuffle once with ``seed`` and cut into train/validation/test by ``fractions``."""
+    if set(fractions) != set(SPLITS) or any(float(f) < 0 for f in fractions.values()):
+        raise XdtError(f"{key}.fractions must give train, validation and test as non-negative numbers; "
+                       f"got {dict(fractions)}")
+    total = sum(float(f) for f in fractions.values())
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_val = round(len(data) * float(fractions["validation"]) / total)
+    n_test = round(len(data) * float(fractions["test"]) / total)
+    cuts = {"validation": order[:n_val], "test": order[n_val:n_val + n_test], "train": order[n_val + n_test:]}
+    return {split: data.select(np.sort(idx)) for split, idx in cuts.items()}
+
+
+def _row_filter(filters: Mapping[str, Any] | None, columns: list[str], key: str, where: str):
+    """A predicate keeping rows whose values match ``filters`` ({column: value or [values]}), or None."""
+    if not filters:
+        return None
+    allowed = {}
+    for column, wanted in filters.items():
+        if column not in columns:
+            raise XdtError(f"{key}.filter: {where} has no column '{column}' (columns: {', '.join(columns)})")
+        allowed[column] = {str(v) for v in (wanted if isinstance(wanted, (list, tuple)) else [wanted])}
+    return lambda row: all(str(row[column]) in values for column, values in allowed.items())
+
+
+@dataclass
+class FileDomain:
+    """One labeled file (csv, tsv, jsonl, json or parquet), split reproducibly by ``split_seed``."""
+
+    path: str
+    format: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    encoding: str = "utf-8"
+    fractions: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
+    split_seed: int = 0
+    filter: dict | None = None
+
+    def load(self, name: str, key: str) -> RawDomain:
+        path = Path(self.path).expanduser()
+        fmt = readers.detect_format(path, self.format, key)
+        if fmt in ("label_tab_text", "lines"):
+            texts, labels = readers.read_labeled(path, fmt, self.encoding, self.text_field, self.label_field, key)
+            if self.filter:
+                raise XdtError(f"{key}.filter needs named columns; format {fmt} has only label and text")
+        else:
+            rows = readers.read_rows(path, fmt, self.encoding, key)
+            keep = _row_filter(self.filter, list(rows[0]) if rows else [], key, str(path))
+            rows = [row for row in rows if keep(row)] if keep else rows
+            texts = readers.column(rows, self.text_field, path, key, "text")
+            labels = readers.column(rows, self.label_field, path, key, "label")
+        data = labeled_split(texts, labels, str(path))
+        splits = _split_by_fractions(data, self.fractions, self.split_seed, key)
+        return RawDomain(name, key, **splits, unlabeled=splits["train"].select_columns(["text"]))
+
+
+@dataclass
+class SplitFilesDomain:
+    """Separate train/test (and optional validation and unlabeled) files, like the FDU-MTL layout.
+
+    Without a validation file, the last ``validation_size`` rows of the train file become validation
+    (FDU-MTL's protocol: of 1600 train lines, the first 1400 train and the last 200 validate).
+    Relative paths are taken from ``data_dir``.
+    """
+
+    train: str
+    test: str
+    validation: str | None = None
+    validation_size: int | None = None
+    unlabeled: str | None = None
+    data_dir: str | None = None
+    format: str | None = None
+    text_field: str = "text"
+    label_field: str = "label"
+    encoding: str = "utf-8"
+
+    def _path(self, file: str) -> Path:
+        path = Path(file).expanduser()
+        return path if path.is_absolute() or not self.data_dir else Path(self.data_dir).expanduser() / path
+
+    def _labeled(self, file: str, key: str) -> Dataset:
+        path = self._path(file)
+        fmt = readers.detect_format(path, self.format, key)
+        texts, labels = readers.read_labeled(path, fmt, self.encoding, self.text_field, self.label_field, key)
+        return labeled_split(texts, labels, str(path))
+
+    def load(self, name: str, key: str) -> RawDomain:
+        train, test = self._labeled(self.train, key), self._labeled(self.test, key)
+        if self.validation:
+            validation = self._labeled(self.validation, key)
+        elif self.validation_size:
+            if not 0 < int(self.validation_size) < len(train):
+                raise XdtError(f"{key}.validation_size={self.validation_size} must be between 1 and the "
+                               f"{len(train)} train rows - 1")
+            cut = len(train) - int(self.validation_size)
+            train, validation = train.select(range(cut)), train.select(range(cut, len(train)))
+        else:
+            raise XdtError(f"{key}: give a validation file ({key}.validation=<path>) or "
+                           f"{key}.validation_size=<rows taken from the end of train>")
+        if self.unlabeled:
+            path = self._path(self.unlabeled)
+            fmt = readers.detect_format(path, self.format, key) if path.suffix else "lines"
+            unlabeled = text_split(readers.read_unlabeled(path, fmt, self.encoding, self.text_field, key))
+        else:
+            unlabeled = train.select_columns(["text"])
+        return RawDomain(name, key, train, validation, test, unlabeled)
+
+
+@dataclass
+class HubDomain:
+    """A dataset from the Hugging Face hub (or any ``datasets.load_dataset`` builder, such as ``json``
+    with ``data_files``), with an optional row filter such as a product category.
+
+    ``splits`` maps xdt's split names to the dataset's; a missing validation split is carved from
+    train by ``validation_fraction``; a missing unlabeled split falls back to train texts.
+    """
+
+    path: str
+    name: str | None = None
+    revision: str | None = None
+    data_files: Any = None
+    splits: dict = field(default_factory=lambda: {"train": "train", "validation": None, "test": "test",
+                                                  "unlabeled": None})
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    text_field: str = "text"
+    label_field: str = "label"
+    filter: dict | None = None
+    max_examples: int | None = None
+
+    def _split(self, split: str, key: str, labeled: bool) -> Dataset:
+        import datasets
+
+        try:
+            rows = datasets.load_dataset(self.path, self.name, split=split, revision=self.revision,
+                                         data_files=self.data_files)
+        except Exception as error:  # network, missing dataset or split: all reported the same way
+            raise XdtError(f"{key}: could not load split '{split}' of dataset '{self.path}'"
+                           f"{f' ({self.name})' if self.name else ''}: {error}") from None
+        keep = _row_filter(self.filter, rows.column_names, key, f"dataset '{self.path}' split '{split}'")
+        if keep:
+            rows = rows.filter(keep)
+        if self.max_examples and len(rows) > self.max_examples:
+            rows = rows.shuffle(seed=self.split_seed).select(range(int(self.max_examples)))
+        where = f"dataset '{self.path}' split '{split}'"
+        for what, column in (("text", self.text_field), ("label", self.label_field if labeled else None)):
+            if column and column not in rows.column_names:
+                raise XdtError(f"{where}: no {what} column '{column}' (columns: {', '.join(rows.column_names)}); "
+                               f"set {key}.{what}_field")
+        if not labeled:
+            return text_split(rows[self.text_field])
+        return labeled_split(rows[self.text_field], rows[self.label_field], where)
+
+    def load(self, name: str, key: str) -> RawDomain:
+        names = {"validation": None, "unlabeled": None, **self.splits}
+        train = self._split(names["train"], key, labeled=True)
+        test = self._split(names["test"], key, labeled=True)
+        if names["validation"]:
+            validation = self._split(names["validation"], key, labeled=True)
+        else:
+            parts = _split_by_fractions(train, {"train": 1 - self.validation_fraction,
+                                                "validation": self.validation_fraction, "test": 0},
+                                        self.split_seed, key)
+            train, validation = parts["train"], parts["validation"]
+        unlabeled = (self._split(names["unlabeled"], key, labeled=False) if names["unlabeled"]
+                     else train.select_columns(["text"]))
+        return RawDomain(name, key, train, validation, test, unlabeled)
+
+
+@dataclass
+class SyntheticDomain:
+    """Built-in review-like data with a designed shift (see :mod:`xdt.data.synthetic`)."""
+
+    domain: str
+    train_size: int = 2000
+    validation_size: int = 200
+    test_size: int = 500
+    unlabeled_size: int = 2000
+    seed: int = 0
+
+    def load(self, name: str, key: str) -> RawDomain:
+        if self.domain not in synthetic.DOMAINS:
+            raise XdtError(f"{key}.domain={self.domain!r} is not a synthetic domain; "
+                           f"choose one of {', '.join(synthetic.DOMAINS)}")
+        sizes = {"train": self.train_size, "validation": self.validation_size, "test": self.test_size}
+        splits = {split: labeled_split(*synthetic.generate(self.domain, split, int(size), self.seed), key)
+                  for split, size in sizes.items()}
+        unlabeled = synthetic.generate(self.domain, "unlabeled", int(self.unlabeled_size), self.seed)[0]
+        return RawDomain(name, key, **splits, unlabeled=text_split(unlabeled))
+
+
+KINDS = {"file": FileDomain, "split_files": SplitFilesDomain, "hub": HubDomain, "synthetic": SyntheticDomain}
+
+
+def load_domain(name: str, node: DictConfig, key: str) -> RawDomain:
+    """Load the domain configured at ``key`` (for example ``target_domain.fdu_baby``)."""
+    params = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(params, dict):
+        raise XdtError(f"{key} must be a domain config (a mapping with a 'kind'), got {params!r}")
+    kind = params.pop("kind", None)
+    if kind not in KINDS:
+        raise XdtError(f"{key}.kind={kind!r} is not a domain kind; choose one of {', '.join(KINDS)}")
+    spec = KINDS[kind]
+    known = {f.name for f in dataclasses.fields(spec)}
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise XdtError(f"{key}: unknown key(s) {', '.join(unknown)} for kind '{kind}'; "
+                       f"known keys: {', '.join(sorted(known))}")
+    missing = [f.name for f in dataclasses.fields(spec)
+               if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+               and params.get(f.name) is None]
+    if missing:
+        raise XdtError(f"{key}: missing value for {', '.join(f'{key}.{m}' for m in missing)}")
+    domain = spec(**params).load(name, key)
+    for split in SPLITS:
+        if len(getattr(domain, split)) == 0:
+            raise XdtError(f"{key}: the {split} split is empty (after dropping empty rows and applying any filter)")
+    log.info("domain %s (%s): %d train, %d validation, %d test, %d unlabeled", name, kind, len(domain.train),
+             len(domain.validation), len(domain.test), len(domain.unlabeled))
+    return domain
+
+
+def load_group(group: DictConfig | None, role: str) -> list[RawDomain]:
+    """Every domain selected in ``source_domain`` or ``target_domain`` (a mapping name -> config)."""
+    if not group:
+        return []
+    return [load_domain(name, node, f"{role}.{name}") for name, node in group.items()]
+
+
+def _label_order(label: str) -> tuple:
+    """Numeric labels in numeric order ("2" before "10"), then the others alphabetically."""
+    try:
+        return (0, float(label), label)
+    except ValueError:
+        return (1, 0.0, label)
+
+
+def label_space(sources: list[RawDomain], targets: list[RawDomain]) -> list[str]:
+    """The run's label names (index = class id); every domain must have the same label set."""
+    reference = sources[0]
+    names = sorted(reference.labels(), key=_label_order)
+    for domain in [*sources[1:], *targets]:
+        if domain.labels() != set(names):
+            raise XdtError(f"label sets differ: {reference.key} has labels {names} but {domain.key} has "
+                           f"{sorted(domain.labels(), key=_label_order)}; every source and target domain must "
+                           f"use the same labels")
+    if len(names) < 2:
+        raise XdtError(f"{reference.key}: only one label ({names}) in the data; classification needs two or more")
+    return names

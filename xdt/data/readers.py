@@ -1,0 +1,124 @@
+"""Readers for labeled text files: csv, tsv, jsonl/json, parquet and the FDU-MTL ``label<TAB>text`` lines.
+
+Every reader returns plain columns and turns what can go wrong with a user's file (missing, not
+readable, wrong encoding, missing column, malformed line) into one XdtError naming the file and the
+config key to change.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from xdt.errors import XdtError
+
+TABLE_FORMATS = ("csv", "tsv", "jsonl", "json", "parquet")
+FORMATS = (*TABLE_FORMATS, "label_tab_text", "lines")
+
+Labeled = tuple[list[str], list]
+
+
+def detect_format(path: Path, fmt: str | None, key: str) -> str:
+    """The file's format: ``fmt`` when given, else its suffix."""
+    fmt = fmt or path.suffix.lstrip(".").lower()
+    if fmt not in FORMATS:
+        raise XdtError(f"{path}: cannot tell the file format from the suffix '{path.suffix}'; "
+                       f"set {key}.format to one of {', '.join(FORMATS)}")
+    return fmt
+
+
+def _open_text(path: Path, encoding: str, key: str) -> list[str]:
+    """The file's lines, decoded; errors name the file and the ``encoding`` key."""
+    if not path.is_file():
+        raise XdtError(f"data file not found: {path} (from {key})")
+    try:
+        with open(path, encoding=encoding, newline="") as handle:
+            return handle.read().splitlines()
+    except UnicodeDecodeError as error:
+        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        raise XdtError(f"{path}: line {line} is not valid {encoding} text (byte {error.object[error.start]:#04x}); "
+                       f"set {key}.encoding to the file's encoding, for example {key}.encoding=latin-1") from None
+    except LookupError:
+        raise XdtError(f"{key}.encoding={encoding!r} is not an encoding Python knows") from None
+    except OSError as error:
+        raise XdtError(f"cannot read data file {path}: {error.strerror}") from None
+
+
+def column(rows: list[dict], field: str, path: Path, key: str, what: str) -> list:
+    if rows and field not in rows[0]:
+        columns = ", ".join(map(str, rows[0]))
+        raise XdtError(f"{path}: no {what} column '{field}' (columns: {columns}); set {key}.{what}_field")
+    return [row.get(field) for row in rows]
+
+
+def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        if not path.is_file():
+            raise XdtError(f"data file not found: {path} (from {key})")
+        try:
+            return pq.read_table(path).to_pylist()
+        except Exception as error:  # pyarrow raises several unrelated types for a bad file
+            raise XdtError(f"{path}: not a readable parquet file ({error})") from None
+    lines = _open_text(path, encoding, key)
+    if fmt in ("csv", "tsv"):
+        return list(csv.DictReader(lines, delimiter="," if fmt == "csv" else "\t"))
+    if fmt == "json" and lines and lines[0].lstrip().startswith("["):
+        try:
+            return json.loads("\n".join(lines))
+        except json.JSONDecodeError as error:
+            raise XdtError(f"{path}: not valid JSON ({error})") from None
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as error:
+                raise XdtError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+    return rows
+
+
+def read_table(path: Path, fmt: str, encoding: str, text_field: str, label_field: str | None,
+               key: str) -> Labeled:
+    """Texts and (raw) labels of a csv/tsv/jsonl/json/parquet file; labels are None when ``label_field`` is."""
+    rows = read_rows(path, fmt, encoding, key)
+    texts = column(rows, text_field, path, key, "text")
+    labels = column(rows, label_field, path, key, "label") if label_field else [None] * len(rows)
+    return texts, labels
+
+
+def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
+    """FDU-MTL lines: ``label<TAB>text``."""
+    texts, labels = [], []
+    for number, line in enumerate(_open_text(path, encoding, key), start=1):
+        if not line.strip():
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab:
+            raise XdtError(f"{path}: line {number} has no TAB between label and text (format label_tab_text)")
+        texts.append(text)
+        labels.append(label)
+    return texts, labels
+
+
+def read_lines(path: Path, encoding: str, key: str) -> list[str]:
+    """One unlabeled text per non-empty line."""
+    return [line for line in _open_text(path, encoding, key) if line.strip()]
+
+
+def read_labeled(path: Path, fmt: str, encoding: str, text_field: str, label_field: str, key: str) -> Labeled:
+    """Dispatch on ``fmt`` for a labeled file."""
+    if fmt == "label_tab_text":
+        return read_label_tab_text(path, encoding, key)
+    if fmt == "lines":
+        raise XdtError(f"{path}: format 'lines' has no labels; use it only for unlabeled text ({key})")
+    return read_table(path, fmt, encoding, text_field, label_field, key)
+
+
+def read_unlabeled(path: Path, fmt: str, encoding: str, text_field: str, key: str) -> list[str]:
+    """Texts of an unlabeled file: raw lines, or the text column of a table (labels ignored)."""
+    if fmt in ("lines", "label_tab_text"):
+        return read_lines(path, encoding, key)
+    return read_table(path, fmt, encoding, text_field, None, key)[0]

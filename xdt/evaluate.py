@@ -1,0 +1,104 @@
+"""Evaluation of a classifier on named labeled sets, and the ``xdt eval`` command on a saved run."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from datasets import Dataset
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from xdt import checkpoint
+from xdt.config import instantiate
+from xdt.console import print_summary
+from xdt.data.batching import Collator, make_loader
+from xdt.data.pipeline import load_run_data
+from xdt.errors import XdtError
+from xdt.hardware import make_accelerator
+from xdt.metrics import classification_metrics
+from xdt.models import SequenceClassifier, rebuild_classifier
+
+log = logging.getLogger(__name__)
+
+
+def eval_loaders(sets: dict[str, Dataset], batch_size: int, collator: Collator,
+                 accelerator: Accelerator) -> dict[str, DataLoader]:
+    """One prepared loader per evaluation set; build them once and reuse them at every evaluation."""
+    return {name: accelerator.prepare(make_loader(data, batch_size, collator, shuffle=False))
+            for name, data in sets.items()}
+
+
+@torch.no_grad()
+def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator) -> dict[str, dict]:
+    """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``)."""
+    was_training = strategy.training
+    strategy.eval()
+    results = {}
+    for name, loader in loaders.items():
+        probabilities, references = [], []
+        for batch in loader:
+            with accelerator.autocast():
+                logits = strategy.predict(batch)
+            probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
+            probabilities.append(probs.cpu())
+            references.append(labels.cpu())
+        results[name] = classification_metrics(torch.cat(references).numpy(), torch.cat(probabilities).numpy())
+    strategy.train(was_training)
+    return results
+
+
+def transfer_gaps(metrics: dict[str, dict], metric: str = "accuracy") -> dict[str, float]:
+    """Mean source test ``metric`` minus each target's test ``metric``, keyed by target domain."""
+    source = [m[metric] for name, m in metrics.items() if name.startswith("source/") and name.endswith("/test")]
+    if not source:
+        return {}
+    reference = float(np.mean(source))
+    return {name.split("/")[1]: reference - m[metric] for name, m in metrics.items()
+            if name.startswith("target/") and name.endswith("/test")}
+
+
+def _checkpoint_folder(run_dir: Path, which: str) -> Path:
+    folder = run_dir / checkpoint.CHECKPOINTS / which
+    if not folder.is_dir():
+        available = ", ".join(["best", "last", *(f"step-{s:07d}" for s in checkpoint.checkpoint_steps(run_dir))])
+        raise XdtError(f"checkpoint={which!r}: no such checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
+                       f"(available: {available})")
+    return folder.resolve()
+
+
+def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
+    """``xdt eval``: rebuild a saved run's model from its own files and evaluate it.
+
+    Evaluates the run's source validation/test splits and the target domains given in
+    ``target_domain`` (default: the run's own targets), and writes ``metrics.json`` into ``out_dir``.
+    """
+    if not cfg.get("run_dir"):
+        raise XdtError("xdt eval needs run_dir=<folder of a training run>")
+    run_dir = Path(cfg.run_dir).expanduser()
+    config_file = run_dir / "config.yaml"
+    if not config_file.is_file():
+        raise XdtError(f"run_dir={cfg.run_dir}: no config.yaml there, so it is not an xdt training run folder")
+    run_cfg = OmegaConf.load(config_file)
+    folder = _checkpoint_folder(run_dir, cfg.checkpoint)
+    accelerator = make_accelerator(cfg.hardware)
+    model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model)
+    strategy = instantiate(run_cfg.strategy, "strategy", model=model)
+    checkpoint.load_weights(strategy, folder)
+    targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.target_domain
+    data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length,
+                         cfg.cache_dir, label_names=label_names)
+    strategy.to(accelerator.device)  # evaluation computes no gradients, so no DDP wrapper is needed
+    loaders = eval_loaders(data.eval_sets(), cfg.eval_batch_size, Collator(tokenizer.pad_token_id), accelerator)
+    metrics = evaluate(strategy, loaders, accelerator)
+    result = {"run_dir": str(run_dir), "checkpoint": folder.name, "step": int(folder.name.split("-")[1]),
+              "strategy": strategy.name, "model": run_cfg.model.get("name"), "seed": run_cfg.seed,
+              "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
+    if accelerator.is_main_process:
+        checkpoint.atomic_write_json(Path(out_dir) / "metrics.json", result)
+        print_summary(result, title=f"xdt eval {run_dir} ({folder.name})")
+    return result

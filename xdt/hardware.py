@@ -1,0 +1,42 @@
+"""The ``hardware`` config group turned into an Accelerate ``Accelerator``."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig
+
+from xdt.errors import XdtError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("no", "bf16", "fp16")
+
+
+def make_accelerator(hw: DictConfig) -> Accelerator:
+    """An Accelerator for ``hardware.device`` (cpu or cuda) and ``hardware.mixed_precision``.
+
+    Multi-process data parallelism needs no setting here: ``accelerate launch`` or ``torchrun`` set
+    the environment the Accelerator reads.
+    """
+    if hw.device not in ("cpu", "cuda"):
+        raise XdtError(f"hardware.device={hw.device!r} is not valid: choose cpu or cuda")
+    if hw.mixed_precision not in PRECISIONS:
+        raise XdtError(f"hardware.mixed_precision={hw.mixed_precision!r} is not valid: choose {', '.join(PRECISIONS)}")
+    if hw.device == "cuda" and not torch.cuda.is_available():
+        raise XdtError("hardware.device=cuda but torch sees no CUDA GPU; use hardware=cpu")
+    if hw.device == "cpu" and hw.mixed_precision != "no":
+        log.warning("hardware.mixed_precision=%s on CPU: bf16/fp16 matmuls are far slower than fp32 on most CPUs",
+                    hw.mixed_precision)
+    if hw.get("num_threads"):
+        torch.set_num_threads(int(hw.num_threads))
+    if hw.device == "cuda" and hw.get("tf32"):
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision)
+    if hw.get("distributed") and accelerator.num_processes == 1:
+        log.warning("hardware expects several processes but this is a single process: start it with "
+                    "`accelerate launch --multi_gpu -m xdt.cli train ...` or `torchrun --nproc-per-node N -m xdt.cli train ...`")
+    return accelerator

@@ -1,0 +1,395 @@
+"""``xdt train``: the one training loop, top to bottom.
+
+seed -> accelerator -> tokenizer, data -> model, strategy -> optimizer, schedule -> prepare ->
+(resume) -> step loop over endless source (and target) batches -> evaluate and checkpoint every
+``eval_interval`` steps -> reload the selected checkpoint -> final evaluation -> files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+from torch.utils.data import DataLoader
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+from xdt import checkpoint
+from xdt.config import check_training_settings, instantiate
+from xdt.console import print_summary, training_progress
+from xdt.data.batching import Collator, make_loader
+from xdt.data.pipeline import RunData, load_run_data
+from xdt.errors import XdtError
+from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
+from xdt.hardware import make_accelerator
+from xdt.metrics.log import MetricsLog
+from xdt.models import build_classifier, count_parameters, load_tokenizer, max_input_length, save_model_files
+
+log = logging.getLogger(__name__)
+
+ORACLE_WARNING = ("selection=target_oracle: target labels chose the checkpoint, so target scores are optimistic "
+                  "and not a fair estimate of transfer")
+
+
+@dataclass
+class LoopState:
+    """What the loop carries from step to step, saved in every checkpoint so a resume continues exactly."""
+
+    step: int = 0
+    best_step: int = 0
+    best_value: float = -math.inf
+    monitor_best: float = -math.inf  # early stopping always watches source validation
+    evals_since_improvement: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0  # forward, backward and optimizer steps only
+    wall_seconds: float = 0.0  # everything, over all segments of a resumed run
+
+
+def train(cfg: DictConfig, run_dir: str | Path) -> dict:
+    """Run the experiment ``cfg`` in ``run_dir`` (or continue ``cfg.resume``); return the final metrics."""
+    run_dir = Path(cfg.resume or run_dir).expanduser()
+    cfg = open_run(cfg, run_dir)
+    with log_to_file(run_dir / "train.log"):
+        try:
+            return run(cfg, run_dir)
+        except XdtError as error:
+            log.error("%s", error)
+            raise
+
+
+def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A new run writes its resolved config; a resumed one reads it back (and ignores ``cfg`` otherwise)."""
+    config_file = run_dir / "config.yaml"
+    if cfg.get("resume"):
+        if not config_file.is_file():
+            raise XdtError(f"resume={cfg.resume}: no config.yaml there, so it is not an xdt training run folder")
+        saved = OmegaConf.load(config_file)
+        saved.resume = str(run_dir)
+        return saved
+    if config_file.exists():
+        raise XdtError(f"{run_dir} already holds a run (config.yaml exists); continue it with resume={run_dir} "
+                       f"or pick another folder with hydra.run.dir=<folder>")
+    try:
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+    except OmegaConfBaseException as error:
+        raise XdtError(f"config value {error.full_key!r} cannot be resolved: {error.msg}") from None
+    checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
+    return OmegaConf.create(resolved)
+
+
+@contextlib.contextmanager
+def log_to_file(path: Path) -> Iterator[None]:
+    """Copy every log record of the run into ``path`` (appending, so a resumed run keeps its history)."""
+    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+        handler.close()
+
+
+class StopSignals:
+    """Turns SIGTERM and SIGINT into a flag the loop checks after every step, so it can checkpoint first.
+
+    A second SIGINT (Ctrl-C twice) interrupts at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> "StopSignals":
+        self.received: int | None = None
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            for sig in self.SIGNALS:
+                self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class LossWindow:
+    """Running sums of the loss terms since the last log line, kept on the device (no sync per step)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.count = 0
+
+    def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in {"loss": loss.detach(), **terms}.items():
+            self.sums[name] = self.sums.get(name, 0) + value.float()
+        self.count += 1
+
+    def flush(self, step: int) -> dict[str, float]:
+        """Mean of each term; raises if the loss is not finite (and nothing after it gets saved)."""
+        means = {name: (total / max(self.count, 1)).item() for name, total in self.sums.items()}
+        self.sums, self.count = {}, 0
+        if means and not math.isfinite(means["loss"]):
+            raise XdtError(f"the loss became {means['loss']} by step {step}; lower optimizer.lr or check the data "
+                           f"(checkpoints written before this point are kept)")
+        return means
+
+
+def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm weights (1-d) get no weight decay."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim >= 2 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def lr_schedule(optimizer, cfg: DictConfig, max_steps: int):
+    warmup = int(float(cfg.warmup_ratio) * max_steps)
+    if cfg.lr_schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warmup)
+    return get_linear_schedule_with_warmup(optimizer, warmup, max_steps)
+
+
+def batches_forever(loader: DataLoader, sampler, accelerator: Accelerator, start_step: int) -> Iterator[dict]:
+    """Endless batches, epoch after epoch, beginning where a run at ``start_step`` left off."""
+    epoch, skip = divmod(start_step, len(loader))
+    while True:
+        sampler.use_epoch(epoch)
+        yield from accelerator.skip_first_batches(loader, skip) if skip else loader
+        epoch, skip = epoch + 1, 0
+
+
+def selection_sets(data: RunData, cfg: DictConfig) -> dict[str, list[str]]:
+    """Names of the evaluation sets that early stopping ("monitor") and model selection read."""
+    monitor = [f"source/{d.name}/validation" for d in data.sources]
+    if cfg.selection == "target_oracle":
+        return {"monitor": monitor, "select": [f"target/{d.name}/validation" for d in data.targets]}
+    return {"monitor": monitor, "select": monitor}
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """The body of :func:`train`, once the run folder is open."""
+    if (run_dir / "done").exists():
+        log.info("%s has already finished; its metrics are in metrics.json", run_dir)
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    check_training_settings(cfg)
+    segment_start = time.perf_counter()
+    accelerator = make_accelerator(cfg.hardware)
+    set_seed(int(cfg.seed))
+
+    tokenizer = load_tokenizer(cfg.model)
+    with accelerator.main_process_first():  # the first process fills the tokenisation cache
+        data = load_run_data(cfg.source_domain, cfg.target_domain, tokenizer, int(cfg.max_length), cfg.cache_dir)
+        source_train = data.source_train()
+    if cfg.selection == "target_oracle" and not data.targets:
+        raise XdtError("selection=target_oracle needs at least one target_domain")
+
+    model = build_classifier(cfg.model, tokenizer, data.num_labels)
+    limit = max_input_length(model.encoder.config)
+    if limit is not None and int(cfg.max_length) > limit:
+        raise XdtError(f"max_length={cfg.max_length} is longer than model {cfg.model.name} allows ({limit} tokens)")
+    strategy = instantiate(cfg.strategy, "strategy", model=model)
+    trainable, total = count_parameters(strategy)
+    log.info("model %s, strategy %s: %d trainable of %d parameters", cfg.model.name, strategy.name, trainable, total)
+
+    collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+    workers = int(cfg.hardware.get("dataloader_workers", 0))
+    source_loader = make_loader(source_train, int(cfg.batch_size), collator, True, int(cfg.seed), workers)
+    target_loader = None
+    if strategy.uses_target_data:
+        with accelerator.main_process_first():
+            target_train = data.target_unlabeled()
+        target_loader = make_loader(target_train, int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
+    samplers = [source_loader.batch_sampler, target_loader.batch_sampler if target_loader else None]
+
+    make_optimizer = instantiate(cfg.optimizer, "optimizer")  # a partial: parameters are given here
+    optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay))
+    strategy, optimizer, source_loader = accelerator.prepare(strategy, optimizer, source_loader)
+    if target_loader is not None:
+        target_loader = accelerator.prepare(target_loader)
+    max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * len(source_loader)))
+    scheduler = lr_schedule(optimizer, cfg, max_steps)
+    unwrapped = accelerator.unwrap_model(strategy)
+
+    sets = selection_sets(data, cfg)
+    track = ("validation", "test") if cfg.track_targets else ("validation",) if cfg.selection == "target_oracle" else ()
+    during = eval_loaders(data.eval_sets(("validation",), track), int(cfg.eval_batch_size), collator, accelerator)
+    if accelerator.is_main_process and not (run_dir / "model").exists():
+        save_model_files(model, tokenizer, data.label_names, run_dir / "model")
+    describe = {"strategy": unwrapped.name, "model": cfg.model.name, "seed": int(cfg.seed),
+                "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
+    session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler,
+                      MetricsLog(run_dir / "metrics.jsonl"), describe, started=segment_start)
+    state = resume(session) if cfg.resume else LoopState()
+
+    source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
+    target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
+    window = LossWindow()
+    strategy.train()
+    stop_early = False
+    log.info("training %s for %d steps (batch %d, %d source examples)%s", run_dir, max_steps, cfg.batch_size,
+             len(source_train), f", resuming at step {state.step}" if state.step else "")
+    with training_progress(accelerator.is_main_process) as bar, StopSignals() as stop:
+        task = bar.add_task("train", total=max_steps, completed=state.step, info="")
+        while state.step < max_steps and not stop_early:
+            started = time.perf_counter()
+            source = next(source_batches)
+            target = next(target_batches) if target_batches else None
+            with accelerator.autocast():
+                loss, terms = strategy(source, target, progress=state.step / max_steps)
+            accelerator.backward(loss)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(strategy.parameters(), float(cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.samples += len(source["labels"]) * accelerator.num_processes
+            window.add(loss, terms)
+            evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
+            if state.step % int(cfg.log_interval) == 0 or evaluating:
+                train_terms = {**window.flush(state.step), "lr": scheduler.get_last_lr()[0]}
+                bar.update(task, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
+                log.info("step %d/%d  %s", state.step, max_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
+            state.train_seconds += time.perf_counter() - started
+            if evaluating:
+                stop_early = evaluate_and_save(session, state, during, sets, train_terms)
+            if stop.received is not None:
+                session.save(state, best=False)
+                name = signal.Signals(stop.received).name
+                log.warning("%s received at step %d: checkpoint saved; continue with: xdt train resume=%s",
+                            name, state.step, run_dir)
+                raise SystemExit(128 + stop.received)
+    if stop_early:
+        log.info("early stopping at step %d: source validation has not improved for %d evaluations",
+                 state.step, state.evals_since_improvement)
+    return finish(session, state, data, collator, stopped_early=stop_early)
+
+
+@dataclass
+class Session:
+    """The pieces of a run that the stages after set-up share."""
+
+    cfg: DictConfig
+    run_dir: Path
+    accelerator: Accelerator
+    strategy: torch.nn.Module  # unwrapped: checkpoints and evaluation use it directly
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    metrics_log: MetricsLog
+    describe: dict  # strategy, model, seed, domains: stamped on every record
+    started: float = dataclasses.field(default_factory=time.perf_counter)
+
+    def wall_seconds(self, state: LoopState) -> float:
+        return state.wall_seconds + time.perf_counter() - self.started
+
+    def save(self, state: LoopState, best: bool) -> None:
+        """Checkpoint the current step and move ``last`` (and ``best``) to it."""
+        loop = {**dataclasses.asdict(state), "wall_seconds": self.wall_seconds(state)}
+        training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                          "loop": loop}
+        checkpoint.save_checkpoint(self.run_dir, state.step, self.strategy, training_state, self.accelerator)
+        if self.accelerator.is_main_process:
+            checkpoint.link(self.run_dir, "last", state.step)
+            if best:
+                checkpoint.link(self.run_dir, "best", state.step)
+            checkpoint.prune(self.run_dir)
+
+
+def resume(session: Session) -> LoopState:
+    """Restore the newest complete checkpoint; with none yet, start over from step 0."""
+    run_dir, accelerator = session.run_dir, session.accelerator
+    steps = checkpoint.checkpoint_steps(run_dir)
+    if not steps:
+        log.info("no checkpoint in %s yet: starting from step 0", run_dir)
+        session.metrics_log.keep_until(0)
+        return LoopState()
+    saved = checkpoint.load_checkpoint(checkpoint.step_dir(run_dir, steps[-1]), session.strategy,
+                                       accelerator.process_index)
+    session.optimizer.load_state_dict(saved["optimizer"])
+    session.scheduler.load_state_dict(saved["scheduler"])
+    state = LoopState(**saved["loop"])
+    if accelerator.is_main_process:
+        # A kill between writing a checkpoint and moving the links leaves the links one step behind.
+        checkpoint.link(run_dir, "last", state.step)
+        checkpoint.link(run_dir, "best", state.best_step)
+        checkpoint.prune(run_dir)
+        session.metrics_log.keep_until(state.step)
+    log.info("resuming %s from the checkpoint of step %d", run_dir, state.step)
+    return state
+
+
+def evaluate_and_save(session: Session, state: LoopState, loaders: dict, sets: dict[str, list[str]],
+                      train_terms: dict) -> bool:
+    """Evaluate, update selection and early stopping, log the record, checkpoint. True = stop early."""
+    cfg = session.cfg
+    results = evaluate(session.strategy, loaders, session.accelerator)
+    metric = cfg.selection_metric
+    monitor = float(np.mean([results[name][metric] for name in sets["monitor"]]))
+    select = float(np.mean([results[name][metric] for name in sets["select"]]))
+    improved = cfg.selection == "last" or select > state.best_value
+    if improved:
+        state.best_value, state.best_step = select, state.step
+    if monitor > state.monitor_best:
+        state.monitor_best, state.evals_since_improvement = monitor, 0
+    else:
+        state.evals_since_improvement += 1
+    record = {**session.describe, "step": state.step, "train": train_terms, "eval": results,
+              "selection": {"criterion": cfg.selection, "metric": metric, "value": select},
+              "elapsed_s": round(session.wall_seconds(state), 3)}
+    if session.accelerator.is_main_process:
+        session.metrics_log.append(record)  # before the checkpoint: a resume drops records newer than its step
+    session.save(state, best=improved)
+    log.info("eval step %d: source validation %s %.4f%s", state.step, metric, monitor,
+             "" if cfg.selection == "source_val" else f", selection value {select:.4f}")
+    return cfg.patience is not None and state.evals_since_improvement >= int(cfg.patience)
+
+
+def finish(session: Session, state: LoopState, data: RunData, collator: Collator, stopped_early: bool) -> dict:
+    """Reload the selected checkpoint, evaluate every split of every domain, write metrics.json and done."""
+    cfg, run_dir, accelerator = session.cfg, session.run_dir, session.accelerator
+    chosen = state.step if cfg.selection == "last" else state.best_step
+    checkpoint.load_weights(session.strategy, checkpoint.step_dir(run_dir, chosen))
+    loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), collator, accelerator)
+    metrics = evaluate(session.strategy, loaders, accelerator)
+    wall = session.wall_seconds(state)
+    trainable, total = count_parameters(session.strategy)
+    result = {**session.describe, "label_names": data.label_names,
+              "selection": {"criterion": cfg.selection, "metric": cfg.selection_metric,
+                            "value": None if cfg.selection == "last" else state.best_value},
+              "selected_step": chosen, "steps": state.step, "stopped_early": stopped_early,
+              "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
+              "train_samples_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
+              "parameters": {"trainable": trainable, "total": total},
+              "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
+    if cfg.selection == "target_oracle":
+        result["warning"] = ORACLE_WARNING
+        log.warning(ORACLE_WARNING)
+    if accelerator.is_main_process:
+        checkpoint.atomic_write_json(run_dir / "metrics.json", result)
+        checkpoint.atomic_write_text(run_dir / "done", f"finished at step {state.step}\n")
+        print_summary(result, title=f"xdt train {run_dir}")
+    log.info("done: %s (wall time %.1f s, %.1f train samples/s)", run_dir, wall, result["train_samples_per_s"])
+    return result
