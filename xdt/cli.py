@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
 import xdt.config  # noqa: F401  (registers the ${xdt.*} resolvers the configs use)
+from xdt.errors import XdtError
 
 CONFIG_DIR = str(Path(__file__).parent / "configs")
 
@@ -24,6 +27,18 @@ Resume a stopped run with: xdt train resume=<run folder>
 """
 
 
+def _config_errors_as_messages(task):
+    """A config value that is missing or of the wrong type ends as one message, like any bad input."""
+    @functools.wraps(task)
+    def wrapped(cfg: DictConfig):
+        try:
+            return task(cfg)
+        except OmegaConfBaseException as error:
+            raise XdtError(f"config error: {error}") from None
+    return wrapped
+
+
+@_config_errors_as_messages
 def _train(cfg: DictConfig) -> float:
     from xdt.train import train
 
@@ -31,6 +46,7 @@ def _train(cfg: DictConfig) -> float:
     return result["selection"]["value"] if result["selection"]["value"] is not None else float("nan")
 
 
+@_config_errors_as_messages
 def _eval(cfg: DictConfig) -> None:
     from xdt.evaluate import evaluate_run
 

@@ -76,6 +76,7 @@ def check_training_settings(cfg: DictConfig) -> None:
     positive(cfg, "max_steps", allow_none=True)
     positive(cfg, "epochs", float, allow_none=True)
     positive(cfg, "patience", allow_none=True)
+    positive(cfg, "max_examples", allow_none=True)
     if not 0 <= float(cfg.warmup_ratio) < 1:
         raise XdtError(f"warmup_ratio={cfg.warmup_ratio!r} is not valid: it must be in [0, 1)")
     if cfg.max_grad_norm is not None:
@@ -84,5 +85,5 @@ def check_training_settings(cfg: DictConfig) -> None:
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise XdtError(f"{key}={cfg[key]!r} is not valid: choose one of {', '.join(allowed)}")
-    if not cfg.source_domain:
+    if not cfg.get("source_domain"):
         raise XdtError("no source domain selected: pass source_domain=<name>")

@@ -89,9 +89,9 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model)
     strategy = instantiate(run_cfg.strategy, "strategy", model=model)
     checkpoint.load_weights(strategy, folder)
-    targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.target_domain
-    data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length,
-                         cfg.cache_dir, label_names=label_names)
+    targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.get("target_domain")
+    data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length, cfg.cache_dir,
+                         label_names=label_names, max_examples=run_cfg.max_examples)
     strategy.to(accelerator.device)  # evaluation computes no gradients, so no DDP wrapper is needed
     loaders = eval_loaders(data.eval_sets(), cfg.eval_batch_size, Collator(tokenizer.pad_token_id), accelerator)
     metrics = evaluate(strategy, loaders, accelerator)

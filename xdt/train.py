@@ -84,9 +84,11 @@ def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
         raise XdtError(f"{run_dir} already holds a run (config.yaml exists); continue it with resume={run_dir} "
                        f"or pick another folder with hydra.run.dir=<folder>")
     try:
-        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     except OmegaConfBaseException as error:
-        raise XdtError(f"config value {error.full_key!r} cannot be resolved: {error.msg}") from None
+        reason = str(error).splitlines()[0]
+        raise XdtError(f"config value {error.full_key} is not set or cannot be resolved ({reason}); "
+                       f"set it with {error.full_key}=<value>") from None
     checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
     return OmegaConf.create(resolved)
 
@@ -200,7 +202,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
 
     tokenizer = load_tokenizer(cfg.model)
     with accelerator.main_process_first():  # the first process fills the tokenisation cache
-        data = load_run_data(cfg.source_domain, cfg.target_domain, tokenizer, int(cfg.max_length), cfg.cache_dir)
+        data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length), cfg.cache_dir,
+                             max_examples=cfg.max_examples)
         source_train = data.source_train()
     if cfg.selection == "target_oracle" and not data.targets:
         raise XdtError("selection=target_oracle needs at least one target_domain")

@@ -42,6 +42,13 @@ class RawDomain:
     def labels(self) -> set[str]:
         return {label for split in SPLITS for label in getattr(self, split).unique("label")}
 
+    def capped(self, limit: int) -> "RawDomain":
+        """Every split cut to at most ``limit`` rows: a fixed random subset (seed 0), for quick runs."""
+        def cap(data: Dataset) -> Dataset:
+            return data.shuffle(seed=0).select(range(limit)) if len(data) > limit else data
+
+        return RawDomain(self.name, self.key, *(cap(getattr(self, s)) for s in (*SPLITS, "unlabeled")))
+
 
 def _label(value: Any) -> str | None:
     """A raw label as a string; integral floats and bools become "0", "1", ...; missing stays None."""
@@ -259,12 +266,15 @@ class SyntheticDomain:
 KINDS = {"file": FileDomain, "split_files": SplitFilesDomain, "hub": HubDomain, "synthetic": SyntheticDomain}
 
 
-def load_domain(name: str, node: DictConfig, key: str) -> RawDomain:
-    """Load the domain configured at ``key`` (for example ``target_domain.fdu_baby``)."""
+def load_domain(name: str, node: DictConfig, key: str, max_examples: int | None = None) -> RawDomain:
+    """Load the domain configured at ``key`` (for example ``target_domain.fdu_baby``), optionally
+    capping every split at ``max_examples`` rows."""
     params = OmegaConf.to_container(node, resolve=True)
     if not isinstance(params, dict):
         raise XdtError(f"{key} must be a domain config (a mapping with a 'kind'), got {params!r}")
     kind = params.pop("kind", None)
+    # Keys that begin with "_" are helpers for interpolation inside the YAML (configs/base/fdu_mtl.yaml).
+    params = {k: v for k, v in params.items() if not k.startswith("_")}
     if kind not in KINDS:
         raise XdtError(f"{key}.kind={kind!r} is not a domain kind; choose one of {', '.join(KINDS)}")
     spec = KINDS[kind]
@@ -279,6 +289,8 @@ def load_domain(name: str, node: DictConfig, key: str) -> RawDomain:
     if missing:
         raise XdtError(f"{key}: missing value for {', '.join(f'{key}.{m}' for m in missing)}")
     domain = spec(**params).load(name, key)
+    if max_examples:
+        domain = domain.capped(int(max_examples))
     for split in SPLITS:
         if len(getattr(domain, split)) == 0:
             raise XdtError(f"{key}: the {split} split is empty (after dropping empty rows and applying any filter)")
@@ -287,11 +299,11 @@ def load_domain(name: str, node: DictConfig, key: str) -> RawDomain:
     return domain
 
 
-def load_group(group: DictConfig | None, role: str) -> list[RawDomain]:
+def load_group(group: DictConfig | None, role: str, max_examples: int | None = None) -> list[RawDomain]:
     """Every domain selected in ``source_domain`` or ``target_domain`` (a mapping name -> config)."""
     if not group:
         return []
-    return [load_domain(name, node, f"{role}.{name}") for name, node in group.items()]
+    return [load_domain(name, node, f"{role}.{name}", max_examples) for name, node in group.items()]
 
 
 def _label_order(label: str) -> tuple:

@@ -70,15 +70,16 @@ class RunData:
 
 
 def load_run_data(source_cfg: DictConfig | None, target_cfg: DictConfig | None, tokenizer: PreTrainedTokenizerBase,
-                  max_length: int, cache_dir: str | Path, label_names: list[str] | None = None) -> RunData:
+                  max_length: int, cache_dir: str | Path, label_names: list[str] | None = None,
+                  max_examples: int | None = None) -> RunData:
     """Load the configured domains and check their labels agree.
 
     ``label_names`` fixes the label ids (``xdt eval`` passes the saved run's); otherwise the first
-    source domain's sorted labels define them.
+    source domain's sorted labels define them. ``max_examples`` caps every split of every domain.
     """
     datasets.disable_progress_bars()  # xdt logs what it loads; per-map bars would drown the log
-    sources = load_group(source_cfg, "source_domain")
-    targets = load_group(target_cfg, "target_domain")
+    sources = load_group(source_cfg, "source_domain", max_examples)
+    targets = load_group(target_cfg, "target_domain", max_examples)
     names = label_space(sources, targets) if sources else None
     if label_names is not None:
         for domain in [*sources, *targets]:

@@ -8,6 +8,7 @@ config key to change.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -20,7 +21,8 @@ Labeled = tuple[list[str], list]
 
 
 def detect_format(path: Path, fmt: str | None, key: str) -> str:
-    """The file's format: ``fmt`` when given, else its suffix."""
+    """The file's format: ``fmt`` when given, else its suffix (after checking the file is there)."""
+    check_file(path, key)
     fmt = fmt or path.suffix.lstrip(".").lower()
     if fmt not in FORMATS:
         raise XdtError(f"{path}: cannot tell the file format from the suffix '{path.suffix}'; "
@@ -28,13 +30,19 @@ def detect_format(path: Path, fmt: str | None, key: str) -> str:
     return fmt
 
 
-def _open_text(path: Path, encoding: str, key: str) -> list[str]:
-    """The file's lines, decoded; errors name the file and the ``encoding`` key."""
-    if not path.is_file():
+def check_file(path: Path, key: str) -> None:
+    if not path.exists():
         raise XdtError(f"data file not found: {path} (from {key})")
+    if not path.is_file():
+        raise XdtError(f"{path} (from {key}) is not a file")
+
+
+def _read_text(path: Path, encoding: str, key: str) -> str:
+    """The file decoded; errors name the file and the ``encoding`` key."""
+    check_file(path, key)
     try:
         with open(path, encoding=encoding, newline="") as handle:
-            return handle.read().splitlines()
+            return handle.read()
     except UnicodeDecodeError as error:
         line = path.read_bytes()[: error.start].count(b"\n") + 1
         raise XdtError(f"{path}: line {line} is not valid {encoding} text (byte {error.object[error.start]:#04x}); "
@@ -43,6 +51,13 @@ def _open_text(path: Path, encoding: str, key: str) -> list[str]:
         raise XdtError(f"{key}.encoding={encoding!r} is not an encoding Python knows") from None
     except OSError as error:
         raise XdtError(f"cannot read data file {path}: {error.strerror}") from None
+
+
+def _lines(text: str) -> list[str]:
+    """Lines split at newlines only: ``str.splitlines`` would also split at characters such as U+0085,
+    which a Latin-1 file holds wherever its author typed a Windows-1252 ellipsis."""
+    lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
+    return lines[:-1] if lines and lines[-1] == "" else lines
 
 
 def column(rows: list[dict], field: str, path: Path, key: str, what: str) -> list:
@@ -56,22 +71,21 @@ def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
     if fmt == "parquet":
         import pyarrow.parquet as pq
 
-        if not path.is_file():
-            raise XdtError(f"data file not found: {path} (from {key})")
+        check_file(path, key)
         try:
             return pq.read_table(path).to_pylist()
         except Exception as error:  # pyarrow raises several unrelated types for a bad file
             raise XdtError(f"{path}: not a readable parquet file ({error})") from None
-    lines = _open_text(path, encoding, key)
-    if fmt in ("csv", "tsv"):
-        return list(csv.DictReader(lines, delimiter="," if fmt == "csv" else "\t"))
-    if fmt == "json" and lines and lines[0].lstrip().startswith("["):
+    text = _read_text(path, encoding, key)
+    if fmt in ("csv", "tsv"):  # parsed from the whole text: quoted fields may span lines
+        return list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
+    if fmt == "json" and text.lstrip().startswith("["):
         try:
-            return json.loads("\n".join(lines))
+            return json.loads(text)
         except json.JSONDecodeError as error:
             raise XdtError(f"{path}: not valid JSON ({error})") from None
     rows = []
-    for number, line in enumerate(lines, start=1):
+    for number, line in enumerate(_lines(text), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -92,7 +106,7 @@ def read_table(path: Path, fmt: str, encoding: str, text_field: str, label_field
 def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
     """FDU-MTL lines: ``label<TAB>text``."""
     texts, labels = [], []
-    for number, line in enumerate(_open_text(path, encoding, key), start=1):
+    for number, line in enumerate(_lines(_read_text(path, encoding, key)), start=1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
@@ -105,7 +119,7 @@ def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
 
 def read_lines(path: Path, encoding: str, key: str) -> list[str]:
     """One unlabeled text per non-empty line."""
-    return [line for line in _open_text(path, encoding, key) if line.strip()]
+    return [line for line in _lines(_read_text(path, encoding, key)) if line.strip()]
 
 
 def read_labeled(path: Path, fmt: str, encoding: str, text_field: str, label_field: str, key: str) -> Labeled:

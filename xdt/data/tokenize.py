@@ -4,6 +4,7 @@ max_length), so a second run over the same data with the same tokenizer reads th
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 
@@ -20,9 +21,14 @@ FORMAT_VERSION = 1
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A stable digest of everything that decides the token ids: vocabulary, normaliser, special tokens."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    if backend is not None:
-        return hashlib.sha256(f"{type(tokenizer).__name__}\n{backend.to_str()}".encode()).hexdigest()[:16]
-    return Hasher.hash(tokenizer)
+    if backend is None:
+        return Hasher.hash(tokenizer)
+    state = json.loads(backend.to_str())
+    # A fast tokenizer records the truncation/padding of its last call; that is not part of its identity.
+    state.pop("truncation", None)
+    state.pop("padding", None)
+    text = f"{type(tokenizer).__name__}\n{json.dumps(state, sort_keys=True)}"
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _encode(batch: dict, tokenizer: PreTrainedTokenizerBase, max_length: int) -> dict:
