@@ -38,6 +38,7 @@ from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
 from xdt.hardware import make_accelerator
 from xdt.metrics.log import MetricsLog
 from xdt.models import build_classifier, count_parameters, load_tokenizer, max_input_length, save_model_files
+from xdt.strategies.base import Strategy
 
 log = logging.getLogger(__name__)
 
@@ -190,107 +191,6 @@ def selection_sets(data: RunData, cfg: DictConfig) -> dict[str, list[str]]:
     return {"monitor": monitor, "select": monitor}
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
-    """The body of :func:`train`, once the run folder is open."""
-    if (run_dir / "done").exists():
-        log.info("%s has already finished; its metrics are in metrics.json", run_dir)
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    check_training_settings(cfg)
-    segment_start = time.perf_counter()
-    accelerator = make_accelerator(cfg.hardware)
-    set_seed(int(cfg.seed))
-
-    tokenizer = load_tokenizer(cfg.model)
-    with accelerator.main_process_first():  # the first process fills the tokenisation cache
-        data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length), cfg.cache_dir,
-                             max_examples=cfg.max_examples)
-        source_train = data.source_train()
-    if cfg.selection == "target_oracle" and not data.targets:
-        raise XdtError("selection=target_oracle needs at least one target_domain")
-
-    model = build_classifier(cfg.model, tokenizer, data.num_labels)
-    limit = max_input_length(model.encoder.config)
-    if limit is not None and int(cfg.max_length) > limit:
-        raise XdtError(f"max_length={cfg.max_length} is longer than model {cfg.model.name} allows ({limit} tokens)")
-    strategy = instantiate(cfg.strategy, "strategy", model=model)
-    trainable, total = count_parameters(strategy)
-    log.info("model %s, strategy %s: %d trainable of %d parameters", cfg.model.name, strategy.name, trainable, total)
-
-    collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
-    workers = int(cfg.hardware.get("dataloader_workers", 0))
-    source_loader = make_loader(source_train, int(cfg.batch_size), collator, True, int(cfg.seed), workers)
-    target_loader = None
-    if strategy.uses_target_data:
-        with accelerator.main_process_first():
-            target_train = data.target_unlabeled()
-        target_loader = make_loader(target_train, int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
-    samplers = [source_loader.batch_sampler, target_loader.batch_sampler if target_loader else None]
-
-    make_optimizer = instantiate(cfg.optimizer, "optimizer")  # a partial: parameters are given here
-    optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay))
-    strategy, optimizer, source_loader = accelerator.prepare(strategy, optimizer, source_loader)
-    if target_loader is not None:
-        target_loader = accelerator.prepare(target_loader)
-    max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * len(source_loader)))
-    scheduler = lr_schedule(optimizer, cfg, max_steps)
-    unwrapped = accelerator.unwrap_model(strategy)
-
-    sets = selection_sets(data, cfg)
-    track = ("validation", "test") if cfg.track_targets else ("validation",) if cfg.selection == "target_oracle" else ()
-    during = eval_loaders(data.eval_sets(("validation",), track), int(cfg.eval_batch_size), collator, accelerator)
-    if accelerator.is_main_process and not (run_dir / "model").exists():
-        save_model_files(model, tokenizer, data.label_names, run_dir / "model")
-    describe = {"strategy": unwrapped.name, "model": cfg.model.name, "seed": int(cfg.seed),
-                "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
-    session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler,
-                      MetricsLog(run_dir / "metrics.jsonl"), describe, started=segment_start)
-    state = resume(session) if cfg.resume else LoopState()
-
-    source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
-    target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
-    window = LossWindow()
-    strategy.train()
-    stop_early = False
-    log.info("training %s for %d steps (batch %d, %d source examples)%s", run_dir, max_steps, cfg.batch_size,
-             len(source_train), f", resuming at step {state.step}" if state.step else "")
-    with training_progress(accelerator.is_main_process) as bar, StopSignals() as stop:
-        task = bar.add_task("train", total=max_steps, completed=state.step, info="")
-        while state.step < max_steps and not stop_early:
-            started = time.perf_counter()
-            source = next(source_batches)
-            target = next(target_batches) if target_batches else None
-            with accelerator.autocast():
-                loss, terms = strategy(source, target, progress=state.step / max_steps)
-            accelerator.backward(loss)
-            if cfg.max_grad_norm:
-                accelerator.clip_grad_norm_(strategy.parameters(), float(cfg.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            state.step += 1
-            state.samples += len(source["labels"]) * accelerator.num_processes
-            window.add(loss, terms)
-            evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
-            if state.step % int(cfg.log_interval) == 0 or evaluating:
-                train_terms = {**window.flush(state.step), "lr": scheduler.get_last_lr()[0]}
-                bar.update(task, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
-                log.info("step %d/%d  %s", state.step, max_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
-            state.train_seconds += time.perf_counter() - started
-            if evaluating:
-                stop_early = evaluate_and_save(session, state, during, sets, train_terms)
-            if stop.received is not None:
-                session.save(state, best=False)
-                name = signal.Signals(stop.received).name
-                log.warning("%s received at step %d: checkpoint saved; continue with: xdt train resume=%s",
-                            name, state.step, run_dir)
-                raise SystemExit(128 + stop.received)
-    if stop_early:
-        log.info("early stopping at step %d: source validation has not improved for %d evaluations",
-                 state.step, state.evals_since_improvement)
-    return finish(session, state, data, collator, stopped_early=stop_early)
-
-
 @dataclass
 class Session:
     """The pieces of a run that the stages after set-up share."""
@@ -319,6 +219,114 @@ class Session:
             if best:
                 checkpoint.link(self.run_dir, "best", state.step)
             checkpoint.prune(self.run_dir)
+
+
+def run(cfg: DictConfig, run_dir: Path) -> dict:
+    """The body of :func:`train`, once the run folder is open."""
+    if (run_dir / "done").exists():
+        log.info("%s has already finished; its metrics are in metrics.json", run_dir)
+        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
+    check_training_settings(cfg)
+    started = time.perf_counter()
+    accelerator = make_accelerator(cfg.hardware)
+    set_seed(int(cfg.seed))
+
+    tokenizer = load_tokenizer(cfg.model)
+    with accelerator.main_process_first():  # the first process fills the tokenisation cache
+        data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length),
+                             cfg.cache_dir, max_examples=cfg.max_examples)
+    if cfg.selection == "target_oracle" and not data.targets:
+        raise XdtError("selection=target_oracle needs at least one target_domain")
+    strategy = build_strategy(cfg, tokenizer, data.num_labels)
+    collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+    source_loader, target_loader = train_loaders(cfg, data, strategy, collator, accelerator)
+    samplers = [loader.batch_sampler if loader else None for loader in (source_loader, target_loader)]
+
+    make_optimizer = instantiate(cfg.optimizer, "optimizer")  # a partial: parameters are given here
+    optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay))
+    strategy, optimizer, source_loader = accelerator.prepare(strategy, optimizer, source_loader)
+    if target_loader is not None:
+        target_loader = accelerator.prepare(target_loader)
+    max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * len(source_loader)))
+    scheduler = lr_schedule(optimizer, cfg, max_steps)
+    unwrapped = accelerator.unwrap_model(strategy)
+    if accelerator.is_main_process and not (run_dir / "model").exists():
+        save_model_files(unwrapped.model, tokenizer, data.label_names, run_dir / "model")
+
+    describe = {"strategy": unwrapped.name, "model": cfg.model.name, "seed": int(cfg.seed),
+                "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
+    session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler,
+                      MetricsLog(run_dir / "metrics.jsonl"), describe, started=started)
+    state = resume(session) if cfg.resume else LoopState()
+    source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
+    target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
+    track = ("validation", "test") if cfg.track_targets else ("validation",) if cfg.selection == "target_oracle" else ()
+    during = eval_loaders(data.eval_sets(("validation",), track), int(cfg.eval_batch_size), collator, accelerator)
+    log.info("training %s for %d steps (batch %d, %d source examples)%s", run_dir, max_steps, cfg.batch_size,
+             len(source_loader.dataset), f", resuming at step {state.step}" if state.step else "")
+
+    window = LossWindow()
+    strategy.train()
+    stop_early = False
+    with training_progress(accelerator.is_main_process) as bar, StopSignals() as stop:
+        task = bar.add_task("train", total=max_steps, completed=state.step, info="")
+        while state.step < max_steps and not stop_early:
+            step_started = time.perf_counter()
+            source = next(source_batches)
+            target = next(target_batches) if target_batches else None
+            with accelerator.autocast():
+                loss, terms = strategy(source, target, progress=state.step / max_steps)
+            accelerator.backward(loss)
+            if cfg.max_grad_norm:
+                accelerator.clip_grad_norm_(strategy.parameters(), float(cfg.max_grad_norm))
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.samples += len(source["labels"]) * accelerator.num_processes
+            window.add(loss, terms)
+            evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
+            if state.step % int(cfg.log_interval) == 0 or evaluating:
+                train_terms = {**window.flush(state.step), "lr": scheduler.get_last_lr()[0]}
+                bar.update(task, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
+                log.info("step %d/%d  %s", state.step, max_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
+            state.train_seconds += time.perf_counter() - step_started
+            if evaluating:
+                stop_early = evaluate_and_save(session, state, during, selection_sets(data, cfg), train_terms)
+            if stop.received is not None:
+                session.save(state, best=False)
+                log.warning("%s received at step %d: checkpoint saved; continue with: xdt train resume=%s",
+                            signal.Signals(stop.received).name, state.step, run_dir)
+                raise SystemExit(128 + stop.received)
+    if stop_early:
+        log.info("early stopping at step %d: source validation has not improved for %d evaluations",
+                 state.step, state.evals_since_improvement)
+    return finish(session, state, data, collator, stopped_early=stop_early)
+
+
+def build_strategy(cfg: DictConfig, tokenizer, num_labels: int) -> Strategy:
+    """The classifier (checked against ``max_length``) inside the configured strategy."""
+    model = build_classifier(cfg.model, tokenizer, num_labels)
+    limit = max_input_length(model.encoder.config)
+    if limit is not None and int(cfg.max_length) > limit:
+        raise XdtError(f"max_length={cfg.max_length} is longer than model {cfg.model.name} allows ({limit} tokens)")
+    strategy = instantiate(cfg.strategy, "strategy", model=model)
+    trainable, total = count_parameters(strategy)
+    log.info("model %s, strategy %s: %d trainable of %d parameters", cfg.model.name, strategy.name, trainable, total)
+    return strategy
+
+
+def train_loaders(cfg: DictConfig, data: RunData, strategy: Strategy, collator: Collator,
+                  accelerator: Accelerator) -> tuple[DataLoader, DataLoader | None]:
+    """Labeled source batches, and unlabeled target batches if the strategy trains on them."""
+    workers = int(cfg.hardware.get("dataloader_workers", 0))
+    with accelerator.main_process_first():
+        source = make_loader(data.source_train(), int(cfg.batch_size), collator, True, int(cfg.seed), workers)
+        if not strategy.uses_target_data:
+            return source, None
+        target = make_loader(data.target_unlabeled(), int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
+    return source, target
 
 
 def resume(session: Session) -> LoopState:
