@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file, save_model
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 CHECKPOINTS = "checkpoints"
@@ -128,7 +128,22 @@ def step_dir(run_dir: Path, step: int) -> Path:
     return Path(run_dir) / CHECKPOINTS / f"step-{step:07d}"
 
 
-def save_checkpoint(run_dir: Path, step: int, module: nn.Module, training_state: dict, accelerator) -> Path:
+def model_weights(module: nn.Module, include_frozen: bool = True) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint of ``module`` holds: every parameter that trains and every buffer, and
+    the frozen parameters only if ``include_frozen`` (with PEFT on a pretrained encoder they are rebuilt
+    from the pretrained weights instead). A tensor shared by several names (tied embeddings) is kept once."""
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    weights, seen = {}, set()
+    for name, tensor in module.state_dict().items():
+        key = (tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))
+        if (include_frozen or name not in frozen) and key not in seen:
+            seen.add(key)
+            weights[name] = tensor.detach().contiguous()
+    return weights
+
+
+def save_checkpoint(run_dir: Path, step: int, module: nn.Module, training_state: dict, accelerator,
+                    include_frozen: bool = True) -> Path:
     """Write the checkpoint of ``step`` atomically (every process saves its RNG; the main one the rest).
 
     ``module`` is the unwrapped strategy; ``training_state`` holds the optimizer/scheduler state
@@ -147,7 +162,7 @@ def save_checkpoint(run_dir: Path, step: int, module: nn.Module, training_state:
         if final.exists():  # already saved at this step (a stop signal right after an evaluation)
             shutil.rmtree(tmp)
         else:
-            save_model(module, str(tmp / MODEL_FILE))
+            save_file(model_weights(module, include_frozen), str(tmp / MODEL_FILE))
             save_state(tmp / STATE_FILE, training_state)
             os.replace(tmp, final)
     accelerator.wait_for_everyone()
@@ -161,13 +176,19 @@ def load_checkpoint(folder: Path, module: nn.Module, process_index: int = 0) -> 
     return load_state(folder / STATE_FILE)
 
 
-def load_weights(module: nn.Module, folder: Path, prefix: str = "") -> None:
-    """Load ``model.safetensors`` of a checkpoint into ``module``; with ``prefix`` (say ``model.``),
-    only the keys under it, with the prefix removed."""
+def load_weights(module: nn.Module, folder: Path) -> None:
+    """Load ``model.safetensors`` of a checkpoint into ``module``. Names it does not hold must be frozen
+    parameters (already in place from the pretrained model) or second names of a stored shared tensor."""
     weights = load_file(str(Path(folder) / MODEL_FILE))
-    if prefix:
-        weights = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
-    module.load_state_dict(weights, strict=True)
+    missing, unexpected = module.load_state_dict(weights, strict=False)
+    state = module.state_dict()
+    stored = {(state[name].data_ptr(), tuple(state[name].shape)) for name in weights if name in state}
+    frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    unexplained = [name for name in missing
+                   if name not in frozen and (state[name].data_ptr(), tuple(state[name].shape)) not in stored]
+    if unexplained or unexpected:
+        raise RuntimeError(f"{Path(folder) / MODEL_FILE} does not fit the model: missing {unexplained[:5]}, "
+                           f"unexpected {list(unexpected)[:5]}")
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

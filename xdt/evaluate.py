@@ -21,7 +21,8 @@ from xdt.data.pipeline import load_run_data
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.metrics import classification_metrics
-from xdt.models import SequenceClassifier, rebuild_classifier
+from xdt.models import rebuild_classifier
+from xdt.strategies.base import StrategyContext
 
 log = logging.getLogger(__name__)
 
@@ -86,8 +87,11 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     run_cfg = OmegaConf.load(config_file)
     folder = _checkpoint_folder(run_dir, cfg.checkpoint)
     accelerator = make_accelerator(cfg.hardware)
-    model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model)
-    strategy = instantiate(run_cfg.strategy, "strategy", model=model)
+    # AdaLoRA needs a schedule length to be built; evaluation never steps it, so any valid value does.
+    model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model,
+                                                       total_steps=int(run_cfg.max_steps or 1000))
+    context = StrategyContext.load(run_dir / "model" / "strategy_context.json", tokenizer)
+    strategy = instantiate(run_cfg.strategy, "strategy", model=model, context=context)
     checkpoint.load_weights(strategy, folder)
     targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.get("target_domain")
     data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length, cfg.cache_dir,

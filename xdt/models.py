@@ -15,8 +15,10 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel, \
-    PreTrainedTokenizerBase
+from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig, \
+    PreTrainedModel, PreTrainedTokenizerBase
+
+from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 
 from xdt.errors import XdtError
 
@@ -38,9 +40,17 @@ class SequenceClassifier(nn.Module):
         self.dropout = nn.Dropout(rate)
         self.head = nn.Linear(hidden, num_labels)
 
-    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The pooled representation of each sequence, shape (batch, hidden)."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 embedding_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """The pooled representation of each sequence, shape (batch, hidden).
+
+        ``embedding_offset`` is added to the word embeddings (adversarial training perturbs them).
+        """
+        if embedding_offset is None:
+            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        else:
+            embeddings = self.encoder.get_input_embeddings()(input_ids) + embedding_offset
+            hidden = self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -52,6 +62,12 @@ class SequenceClassifier(nn.Module):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Class logits, shape (batch, num_labels)."""
         return self.classify(self.features(input_ids, attention_mask))
+
+    def after_optimizer_step(self, step: int) -> None:
+        """Called by the loop after every optimizer step: AdaLoRA reallocates its ranks here."""
+        adapters = getattr(self.encoder, "base_model", None)
+        if hasattr(adapters, "update_and_allocate"):
+            adapters.update_and_allocate(step)
 
 
 def load_tokenizer(cfg: DictConfig) -> PreTrainedTokenizerBase:
@@ -74,17 +90,29 @@ def _drop_pooler(encoder: PreTrainedModel) -> PreTrainedModel:
     return encoder
 
 
+DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout",
+                  "hidden_dropout", "attention_probs_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop")
+
+
 def encoder_config(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    """The Hugging Face config of the encoder to build: ``model.random_init`` or the pretrained one's."""
+    """The Hugging Face config of the encoder to build: ``model.random_init`` or the pretrained one's,
+    with every dropout rate set to ``model.dropout`` when that is given."""
     if cfg.get("random_init"):
         spec = OmegaConf.to_container(cfg.random_init, resolve=True)
         model_type = spec.pop("model_type", "bert")
-        return AutoConfig.for_model(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, **spec)
-    try:
-        return AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=bool(cfg.trust_remote_code),
-                                          revision=cfg.get("revision"))
-    except (OSError, ValueError) as error:
-        raise XdtError(f"model.name_or_path={cfg.name_or_path!r}: could not load its config ({error})") from None
+        config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                      **spec)
+    else:
+        try:
+            config = AutoConfig.from_pretrained(cfg.name_or_path, trust_remote_code=bool(cfg.trust_remote_code),
+                                                revision=cfg.get("revision"))
+        except (OSError, ValueError) as error:
+            raise XdtError(f"model.name_or_path={cfg.name_or_path!r}: could not load its config ({error})") from None
+    if cfg.get("dropout") is not None:
+        for field in DROPOUT_FIELDS:
+            if isinstance(getattr(config, field, None), float):
+                setattr(config, field, float(cfg.dropout))
+    return config
 
 
 def build_encoder(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, pretrained: bool = True) -> PreTrainedModel:
@@ -105,11 +133,39 @@ def build_encoder(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, pretraine
     return _drop_pooler(encoder)
 
 
+PEFT_METHODS = {"lora": LoraConfig, "adalora": AdaLoraConfig, "ia3": IA3Config}
+
+
+def apply_peft(encoder: PreTrainedModel, cfg: DictConfig, total_steps: int) -> PreTrainedModel:
+    """Wrap the encoder with the adapters ``model.peft`` names (LoRA, AdaLoRA or IA3 through ``peft``);
+    only the adapters of the encoder train. ``total_steps`` sets AdaLoRA's rank-allocation schedule."""
+    method = cfg.get("peft") or "none"
+    if method == "none":
+        return encoder
+    if method not in PEFT_METHODS:
+        raise XdtError(f"model.peft={method!r} is not valid: choose none, {', '.join(PEFT_METHODS)}")
+    options = {k: v for k, v in OmegaConf.to_container(cfg.peft_settings[method], resolve=True).items()
+               if v is not None}
+    if method == "adalora":
+        options["total_step"] = total_steps
+    try:
+        return get_peft_model(encoder, PEFT_METHODS[method](**options))
+    except (TypeError, ValueError) as error:
+        raise XdtError(f"model.peft={method} with model.peft_settings.{method}={options}: {error}") from None
+
+
 def build_classifier(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, num_labels: int,
-                     pretrained: bool = True) -> SequenceClassifier:
-    """The classifier a strategy trains; see :func:`build_encoder` for ``pretrained``."""
-    encoder = build_encoder(cfg, tokenizer, pretrained)
+                     pretrained: bool = True, total_steps: int = 1000) -> SequenceClassifier:
+    """The classifier a strategy trains, with PEFT adapters if ``model.peft`` asks for them; see
+    :func:`build_encoder` for ``pretrained``."""
+    encoder = apply_peft(build_encoder(cfg, tokenizer, pretrained), cfg, total_steps)
     return SequenceClassifier(encoder, num_labels, pooling=cfg.get("pooling", "mean"), dropout=cfg.get("dropout"))
+
+
+def frozen_weights_rebuildable(cfg: DictConfig) -> bool:
+    """Whether weights that do not train can be rebuilt from ``model.name_or_path`` (PEFT on a pretrained
+    encoder), so checkpoints can leave them out; a random-init encoder's frozen weights cannot."""
+    return (cfg.get("peft") or "none") != "none" and not cfg.get("random_init")
 
 
 def max_input_length(config: PretrainedConfig) -> int | None:
@@ -129,18 +185,63 @@ def count_parameters(module: nn.Module) -> tuple[int, int]:
 def save_model_files(model: SequenceClassifier, tokenizer: PreTrainedTokenizerBase, label_names: list[str],
                      folder: Path) -> None:
     """Write what rebuilding the classifier needs without network: encoder config, tokenizer, label names."""
-    model.encoder.config.save_pretrained(folder / "encoder")
+    encoder = model.encoder.get_base_model() if hasattr(model.encoder, "get_base_model") else model.encoder
+    encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "tokenizer")
     (folder / "labels.json").write_text(json.dumps(label_names) + "\n", encoding="utf-8")
 
 
-def rebuild_classifier(model_dir: Path, cfg: DictConfig) -> tuple[SequenceClassifier, PreTrainedTokenizerBase,
-                                                                   list[str]]:
-    """The classifier of a saved run, from the files :func:`save_model_files` wrote (no network), with
-    untrained weights: load a checkpoint into it."""
+def rebuild_classifier(model_dir: Path, cfg: DictConfig, total_steps: int) -> tuple[
+        SequenceClassifier, PreTrainedTokenizerBase, list[str]]:
+    """The classifier of a saved run, ready for a checkpoint to be loaded into it.
+
+    Built from the files :func:`save_model_files` wrote (no network), except with PEFT on a pretrained
+    encoder: its frozen weights, which checkpoints leave out, load again from ``model.name_or_path``.
+    """
     tokenizer = AutoTokenizer.from_pretrained(model_dir / "tokenizer")
+    label_names = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
+    if frozen_weights_rebuildable(cfg):
+        return build_classifier(cfg, tokenizer, len(label_names), True, total_steps), tokenizer, label_names
     config = AutoConfig.from_pretrained(model_dir / "encoder", trust_remote_code=bool(cfg.trust_remote_code))
     encoder = _drop_pooler(AutoModel.from_config(config, trust_remote_code=bool(cfg.trust_remote_code)))
-    label_names = json.loads((model_dir / "labels.json").read_text(encoding="utf-8"))
+    encoder = apply_peft(encoder, cfg, total_steps)
     model = SequenceClassifier(encoder, len(label_names), pooling=cfg.get("pooling", "mean"), dropout=cfg.get("dropout"))
     return model, tokenizer, label_names
+
+
+class MaskedLMHead(nn.Module):
+    """The masked-language-model head of the encoder's architecture, run on top of the shared encoder.
+
+    Built as ``AutoModelForMaskedLM`` from the encoder's config, with that model's own encoder replaced
+    by a reference to the shared one (not registered, so its weights are stored once) and the output
+    projection tied to the shared word embeddings, as in BERT pretraining. Heads of pretrained
+    sentence encoders are not in their checkpoints (all-MiniLM-L6-v2 has none), so the head starts
+    untrained.
+    """
+
+    def __init__(self, encoder: PreTrainedModel):
+        super().__init__()
+        mlm = AutoModelForMaskedLM.from_config(encoder.config)
+        prefix = mlm.base_model_prefix  # "bert", "roberta", "distilbert", ...
+        del mlm._modules[prefix]
+        object.__setattr__(mlm, prefix, encoder)  # plain attribute: found by mlm.forward, not registered
+        mlm.get_output_embeddings().weight = encoder.get_input_embeddings().weight
+        self.mlm = mlm
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Masked-LM cross-entropy of predicting ``labels`` (-100 = not masked)."""
+        return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+
+
+def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, probability: float, mask_token_id: int,
+                special_token_ids: tuple[int, ...], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT's masking (Devlin et al., NAACL 2019): choose ``probability`` of the real tokens; of those,
+    80% become the mask token, 10% a random token, 10% stay. Returns (inputs, labels with -100 elsewhere)."""
+    maskable = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_token_ids, device=input_ids.device))
+    chosen = maskable & (torch.rand(input_ids.shape, device=input_ids.device) < probability)
+    labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
+    draw = torch.rand(input_ids.shape, device=input_ids.device)
+    inputs = torch.where(chosen & (draw < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, device=input_ids.device)
+    inputs = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), random_tokens, inputs)
+    return inputs, labels

@@ -37,8 +37,10 @@ from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
 from xdt.hardware import make_accelerator
 from xdt.metrics.log import MetricsLog
-from xdt.models import build_classifier, count_parameters, load_tokenizer, max_input_length, save_model_files
-from xdt.strategies.base import Strategy
+from xdt.regularization import L2SP
+from xdt.models import build_classifier, count_parameters, frozen_weights_rebuildable, load_tokenizer, \
+    max_input_length, save_model_files
+from xdt.strategies.base import Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +146,8 @@ class LossWindow:
         self.count = 0
 
     def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in {"loss": loss.detach(), **terms}.items():
-            self.sums[name] = self.sums.get(name, 0) + value.float()
+        for name, value in {"loss": loss, **terms}.items():
+            self.sums[name] = self.sums.get(name, 0) + torch.as_tensor(value).detach().float()
         self.count += 1
 
     def flush(self, step: int) -> dict[str, float]:
@@ -213,7 +215,8 @@ class Session:
         loop = {**dataclasses.asdict(state), "wall_seconds": self.wall_seconds(state)}
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "loop": loop}
-        checkpoint.save_checkpoint(self.run_dir, state.step, self.strategy, training_state, self.accelerator)
+        checkpoint.save_checkpoint(self.run_dir, state.step, self.strategy, training_state, self.accelerator,
+                                   include_frozen=not frozen_weights_rebuildable(self.cfg.model))
         if self.accelerator.is_main_process:
             checkpoint.link(self.run_dir, "last", state.step)
             if best:
@@ -237,7 +240,11 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                              cfg.cache_dir, max_examples=cfg.max_examples)
     if cfg.selection == "target_oracle" and not data.targets:
         raise XdtError("selection=target_oracle needs at least one target_domain")
-    strategy = build_strategy(cfg, tokenizer, data.num_labels)
+    batches_per_epoch = math.ceil(math.ceil(sum(len(d.train) for d in data.sources) / int(cfg.batch_size))
+                                  / accelerator.num_processes)
+    max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * batches_per_epoch))
+    context = StrategyContext.of(tokenizer, len(data.sources), len(data.stream_targets(cfg.unlabeled_targets)))
+    strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
     collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
     source_loader, target_loader = train_loaders(cfg, data, strategy, collator, accelerator)
     samplers = [loader.batch_sampler if loader else None for loader in (source_loader, target_loader)]
@@ -247,11 +254,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     strategy, optimizer, source_loader = accelerator.prepare(strategy, optimizer, source_loader)
     if target_loader is not None:
         target_loader = accelerator.prepare(target_loader)
-    max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * len(source_loader)))
     scheduler = lr_schedule(optimizer, cfg, max_steps)
     unwrapped = accelerator.unwrap_model(strategy)
+    l2sp = L2SP(unwrapped, float(cfg.l2sp.alpha), float(cfg.l2sp.beta)) if cfg.l2sp.alpha or cfg.l2sp.beta else None
     if accelerator.is_main_process and not (run_dir / "model").exists():
         save_model_files(unwrapped.model, tokenizer, data.label_names, run_dir / "model")
+        context.save(run_dir / "model" / "strategy_context.json")
 
     describe = {"strategy": unwrapped.name, "model": cfg.model.name, "seed": int(cfg.seed),
                 "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
@@ -276,10 +284,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             target = next(target_batches) if target_batches else None
             with accelerator.autocast():
                 loss, terms = strategy(source, target, progress=state.step / max_steps)
+                if l2sp is not None:
+                    terms["l2sp"] = l2sp()
+                    loss = loss + terms["l2sp"]
             accelerator.backward(loss)
             if cfg.max_grad_norm:
                 accelerator.clip_grad_norm_(strategy.parameters(), float(cfg.max_grad_norm))
             optimizer.step()
+            unwrapped.model.after_optimizer_step(state.step)
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
@@ -305,13 +317,14 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return finish(session, state, data, collator, stopped_early=stop_early)
 
 
-def build_strategy(cfg: DictConfig, tokenizer, num_labels: int) -> Strategy:
+def build_strategy(cfg: DictConfig, tokenizer, num_labels: int, context: StrategyContext,
+                   total_steps: int) -> Strategy:
     """The classifier (checked against ``max_length``) inside the configured strategy."""
-    model = build_classifier(cfg.model, tokenizer, num_labels)
+    model = build_classifier(cfg.model, tokenizer, num_labels, total_steps=total_steps)
     limit = max_input_length(model.encoder.config)
     if limit is not None and int(cfg.max_length) > limit:
         raise XdtError(f"max_length={cfg.max_length} is longer than model {cfg.model.name} allows ({limit} tokens)")
-    strategy = instantiate(cfg.strategy, "strategy", model=model)
+    strategy = instantiate(cfg.strategy, "strategy", model=model, context=context)
     trainable, total = count_parameters(strategy)
     log.info("model %s, strategy %s: %d trainable of %d parameters", cfg.model.name, strategy.name, trainable, total)
     return strategy
@@ -323,9 +336,13 @@ def train_loaders(cfg: DictConfig, data: RunData, strategy: Strategy, collator: 
     workers = int(cfg.hardware.get("dataloader_workers", 0))
     with accelerator.main_process_first():
         source = make_loader(data.source_train(), int(cfg.batch_size), collator, True, int(cfg.seed), workers)
-        if not strategy.uses_target_data:
+        if strategy.uses_target_data and not strategy.target_stream:
+            log.warning("strategy %s can adapt to unlabeled target text, but no target domain is selected: it trains "
+                        "on source batches alone", strategy.name)
+        if not strategy.target_stream:
             return source, None
-        target = make_loader(data.target_unlabeled(), int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
+        unlabeled = data.target_unlabeled(cfg.unlabeled_targets)
+        target = make_loader(unlabeled, int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
     return source, target
 
 

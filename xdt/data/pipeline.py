@@ -53,12 +53,21 @@ class RunData:
         parts = [self._tokens(d, "train").add_column("domain", [i] * len(d.train)) for i, d in enumerate(self.sources)]
         return concatenate_datasets(parts)
 
-    def target_unlabeled(self) -> Dataset:
-        """Unlabeled text of every target domain, with a ``domain`` column (its index in ``targets``)."""
-        if not self.targets:
-            raise XdtError("this strategy trains on unlabeled target text, but no target_domain is selected")
+    def stream_targets(self, names: list[str] | None = None) -> list[RawDomain]:
+        """The target domains whose unlabeled text strategies train on: all of them, or those ``names``."""
+        if names is None:
+            return self.targets
+        known = {d.name: d for d in self.targets}
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise XdtError(f"unlabeled_targets names {unknown}, which are not among the selected target domains "
+                           f"({', '.join(known) or 'none'})")
+        return [known[n] for n in names]
+
+    def target_unlabeled(self, names: list[str] | None = None) -> Dataset:
+        """Unlabeled text of the stream's target domains, with a ``domain`` column (index in the stream)."""
         parts = [self._tokens(d, "unlabeled").add_column("domain", [i] * len(d.unlabeled))
-                 for i, d in enumerate(self.targets)]
+                 for i, d in enumerate(self.stream_targets(names))]
         return concatenate_datasets(parts)
 
     def eval_sets(self, source_splits: tuple[str, ...] = SPLITS[1:],

@@ -8,19 +8,55 @@ The loop calls the strategy itself (``strategy(source, target, progress)``), not
 DistributedDataParallel sees the forward pass and synchronises gradients.
 
 To add a strategy, write ``xdt/strategies/<name>.py`` with a subclass and
-``configs/strategy/<name>.yaml`` whose ``_target_`` names it; nothing else changes.
+``configs/strategy/<name>.yaml`` whose ``_target_`` names it and lists its hyperparameters; nothing
+else changes.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import torch
+import torch.nn.functional as F
 from torch import nn
+from transformers import PreTrainedTokenizerBase
 
 from xdt.models import SequenceClassifier
 
 Batch = dict[str, torch.Tensor]
 """A collated batch: ``input_ids``, ``attention_mask``, and for labeled data ``labels``; ``domain``
 is the index of the example's domain among the run's sources (or targets, for target batches)."""
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy may know about the run besides its model (saved with the run, so ``xdt eval``
+    rebuilds the same strategy)."""
+
+    num_sources: int = 1  # source batches carry ``domain`` in [0, num_sources)
+    num_targets: int = 0  # target domains whose unlabeled text forms the target stream
+    mask_token_id: int | None = None  # for strategies with a masked-language-model loss
+    special_token_ids: tuple[int, ...] = ()  # never masked
+    vocab_size: int = 0
+    tokenizer: PreTrainedTokenizerBase | None = dataclasses.field(default=None, compare=False, repr=False)
+
+    def save(self, path: Path) -> None:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "tokenizer"}
+        path.write_text(json.dumps(values) + "\n", encoding="utf-8")
+
+    @classmethod
+    def load(cls, path: Path, tokenizer: PreTrainedTokenizerBase | None = None) -> "StrategyContext":
+        values = json.loads(path.read_text(encoding="utf-8"))
+        return cls(**{**values, "special_token_ids": tuple(values["special_token_ids"]), "tokenizer": tokenizer})
+
+    @classmethod
+    def of(cls, tokenizer: PreTrainedTokenizerBase, num_sources: int, num_targets: int) -> "StrategyContext":
+        return cls(num_sources=num_sources, num_targets=num_targets, mask_token_id=tokenizer.mask_token_id,
+                   special_token_ids=tuple(tokenizer.all_special_ids), vocab_size=len(tokenizer),
+                   tokenizer=tokenizer)
 
 
 class Strategy(nn.Module):
@@ -32,18 +68,34 @@ class Strategy(nn.Module):
     #: Whether ``forward`` consumes unlabeled target batches; the loop loads them only if so.
     uses_target_data: bool = False
 
-    def __init__(self, model: SequenceClassifier):
+    def __init__(self, model: SequenceClassifier, context: StrategyContext = StrategyContext()):
         super().__init__()
         self.model = model
+        self.context = context
+
+    @property
+    def target_stream(self) -> bool:
+        """Whether the loop passes target batches to ``forward`` (the strategy wants them and there are targets)."""
+        return self.uses_target_data and self.context.num_targets > 0
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Loss for one step, and its named terms (detached) for logging.
+        """Loss for one step, and its named terms for the logs (the loop detaches them).
 
-        ``progress`` is the fraction of training done, in [0, 1), for schedules such as DANN's.
+        Every strategy names its source cross-entropy ``classification``; strategies that wrap another
+        (FGM) read that term from it. ``progress`` is the fraction of training done, in [0, 1), for
+        schedules such as DANN's.
         """
         raise NotImplementedError
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """Class logits for evaluation."""
         return self.model(batch["input_ids"], batch["attention_mask"])
+
+    def source_features(self, source: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pooled features of a source batch and the cross-entropy of the classifier on them."""
+        features = self.model.features(source["input_ids"], source["attention_mask"])
+        return features, F.cross_entropy(self.model.classify(features), source["labels"])
+
+    def target_features(self, target: Batch | None) -> torch.Tensor | None:
+        return None if target is None else self.model.features(target["input_ids"], target["attention_mask"])

@@ -7,7 +7,6 @@ as the baseline of Gulrajani and Lopez-Paz, "In Search of Lost Domain Generaliza
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from xdt.strategies.base import Batch, Strategy
 
@@ -19,6 +18,5 @@ class ERM(Strategy):
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        logits = self.model(source["input_ids"], source["attention_mask"])
-        loss = F.cross_entropy(logits, source["labels"])
-        return loss, {"classification": loss.detach()}
+        _, loss = self.source_features(source)
+        return loss, {"classification": loss}

@@ -1,0 +1,279 @@
+"""Strategies: the math they rest on, and every shipped strategy config trained, saved and reloaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from accelerate.utils import set_seed
+from safetensors.torch import load_file
+from transformers import BartConfig, BartForConditionalGeneration
+
+from conftest import CONFIG_DIR
+from xdt import checkpoint
+from xdt.evaluate import evaluate_run
+from xdt.models import load_tokenizer, mask_tokens
+from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
+from xdt.strategies._common import coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
+from xdt.strategies.base import StrategyContext
+from xdt.train import build_strategy, train
+
+STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
+
+
+# ---- math ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("scale", [0.0, 0.3, 1.0, 2.5])
+def test_gradient_reversal_flips_and_scales_the_gradient(scale):
+    x = torch.randn(4, 3, requires_grad=True)
+    y = reverse_gradient(x, scale)
+    assert torch.equal(y, x)
+    weights = torch.randn(4, 3)
+    (y * weights).sum().backward()
+    assert torch.allclose(x.grad, -scale * weights)
+
+
+def test_dann_schedule_endpoints():
+    assert dann_lambda(0.0) == 0.0
+    assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1) and dann_lambda(1.0) > 0.9999
+    assert 0 < dann_lambda(0.1) < dann_lambda(0.5) < dann_lambda(0.9) < 1
+
+
+@pytest.mark.parametrize("distance", [coral_loss, mmd_loss], ids=["coral", "mmd"])
+def test_alignment_is_zero_for_identical_batches_and_positive_for_shifted(distance):
+    torch.manual_seed(0)
+    batch = torch.randn(64, 16)
+    assert distance(batch, batch.clone()).abs().item() < 1e-6
+    assert distance(batch, batch * 3 + 1).item() > 1e-3
+    same_distribution = distance(batch, torch.randn(64, 16)).item()
+    assert distance(batch, torch.randn(64, 16) * 3 + 1).item() > 5 * same_distribution
+
+
+def test_coral_matches_its_formula():
+    source, target = torch.randn(10, 3), torch.randn(12, 3) * 2
+    expected = (torch.cov(source.T) - torch.cov(target.T)).pow(2).sum() / (4 * 9)
+    assert coral_loss(source, target).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_pairwise_mean_skips_groups_too_small_to_compare():
+    groups = [torch.randn(5, 2), torch.randn(1, 2), torch.randn(6, 2)]
+    assert pairwise_mean(coral_loss, groups).item() == pytest.approx(coral_loss(groups[0], groups[2]).item())
+    assert pairwise_mean(coral_loss, groups[:2]).item() == 0.0
+
+
+# ---- every strategy config, with and without a target stream --------------------------------------
+
+def initial_weights(cfg, num_sources: int = 1) -> dict[str, torch.Tensor]:
+    """The weights ``train`` starts from: same seed, same construction order."""
+    set_seed(int(cfg.seed))
+    tokenizer = load_tokenizer(cfg.model)
+    context = StrategyContext.of(tokenizer, num_sources=num_sources, num_targets=len(cfg.get("target_domain") or {}))
+    strategy = build_strategy(cfg, tokenizer, 2, context, int(cfg.max_steps))
+    return {k: v.clone() for k, v in strategy.state_dict().items()}
+
+
+@pytest.mark.parametrize("target", ["with_target", "without_target"])
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_trains_saves_and_reloads(strategy, target, smoke, tmp_path):
+    targets = "target_domain=[syn_kitchen]" if target == "with_target" else "target_domain=[]"
+    cfg = smoke(f"strategy={strategy}", targets, "max_steps=8", "eval_interval=4")
+    result = train(cfg, tmp_path / "run")
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["train"]["loss"] for r in records]
+    assert all(math.isfinite(x) for x in losses)
+    assert result["strategy"] == strategy
+
+    before = initial_weights(cfg)
+    strategy_module = build_and_load(cfg, tmp_path / "run")
+    after = strategy_module.state_dict()
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert any(k.startswith("model.encoder.") for k in changed), "the encoder did not train"
+    assert any(k.startswith("model.head.") for k in changed), "the head did not train"
+    extra = {k.split(".")[0] for k in before if not k.startswith("model.")}
+    for head in extra:
+        assert any(k.startswith(head + ".") for k in changed), f"{head} did not train"
+
+    again = evaluate_run(smoke(f"run_dir={tmp_path / 'run'}", name="eval"), tmp_path / "eval")
+    assert again["metrics"] == result["metrics"]
+
+
+def build_and_load(cfg, run_dir: Path):
+    set_seed(int(cfg.seed))
+    tokenizer = load_tokenizer(cfg.model)
+    context = StrategyContext.load(run_dir / "model" / "strategy_context.json", tokenizer)
+    strategy = build_strategy(cfg, tokenizer, 2, context, int(cfg.max_steps))
+    checkpoint.load_weights(strategy, run_dir / "checkpoints" / "last")
+    return strategy
+
+
+# ---- PEFT on every strategy --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_strategy_with_lora_trains_adapters_and_heads_only(strategy, smoke, tmp_path):
+    cfg = smoke(f"strategy={strategy}", "model.peft=lora", "target_domain=[syn_kitchen]", "max_steps=8",
+                "eval_interval=4", "source_domain=[syn_books,syn_dvd]")
+    result = train(cfg, tmp_path / "run")
+    assert 0 < result["parameters"]["trainable"] < result["parameters"]["total"] / 2
+    before, after = initial_weights(cfg, num_sources=2), build_and_load(cfg, tmp_path / "run").state_dict()
+    changed = {k for k in before if before[k].is_floating_point() and not torch.equal(before[k], after[k])}
+    assert any("lora_" in k for k in changed), "the LoRA adapters did not train"
+    assert not any(k.startswith("model.encoder.") and "lora_" not in k for k in changed), "frozen weights moved"
+    assert any(k.startswith("model.head.") for k in changed)
+    again = evaluate_run(smoke(f"run_dir={tmp_path / 'run'}", name="eval"), tmp_path / "eval")
+    assert again["metrics"] == result["metrics"]
+
+
+@pytest.mark.parametrize("method", ["adalora", "ia3"])
+def test_other_peft_methods_train_and_reload(method, smoke, tmp_path):
+    result = train(smoke(f"model.peft={method}", "max_steps=8", "eval_interval=4"), tmp_path / "run")
+    assert result["parameters"]["trainable"] < result["parameters"]["total"]
+    again = evaluate_run(smoke(f"run_dir={tmp_path / 'run'}", name="eval"), tmp_path / "eval")
+    assert again["metrics"] == result["metrics"]
+
+
+def test_lora_on_a_pretrained_model_checkpoints_only_what_trains(smoke, tmp_path):
+    cfg = smoke("model=minilm", "model.peft=lora", "max_steps=4", "eval_interval=4", "max_examples=64",
+                "max_length=32")
+    result = train(cfg, tmp_path / "run")
+    weights = load_file(str(tmp_path / "run" / "checkpoints" / "last" / "model.safetensors"))
+    assert all("lora_" in k or k.startswith("model.head.") for k in weights), sorted(weights)[:5]
+    assert sum(v.numel() for v in weights.values()) == result["parameters"]["trainable"]
+    again = evaluate_run(smoke(f"run_dir={tmp_path / 'run'}", name="eval"), tmp_path / "eval")
+    assert again["metrics"] == result["metrics"]
+
+
+# ---- what individual strategies promise ---------------------------------------------------------------
+
+def tiny_strategy(smoke, *overrides: str, num_sources: int = 1, num_targets: int = 1):
+    cfg = smoke(*overrides)
+    tokenizer = load_tokenizer(cfg.model)
+    return build_strategy(cfg, tokenizer, 2, StrategyContext.of(tokenizer, num_sources, num_targets), 100), tokenizer
+
+
+def batch_of(tokenizer, texts: list[str], labels: list[int] | None = None, domains: list[int] | None = None):
+    encoded = tokenizer(texts, padding=True, return_tensors="pt")
+    batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
+             "domain": torch.tensor(domains or [0] * len(texts))}
+    if labels is not None:
+        batch["labels"] = torch.tensor(labels)
+    return batch
+
+
+def test_eda_operations():
+    rng = random.Random(0)
+    words = "the pan is great and the lid is sturdy".split()
+    lexicon = {"great": ["superb"], "sturdy": ["solid"]}
+    assert sorted(eda(words, "swap", 0.2, lexicon, rng)) == sorted(words)
+    assert len(eda(words, "delete", 0.5, lexicon, rng)) < len(words)
+    replaced = eda(words, "synonym", 0.2, lexicon, rng)
+    assert replaced != words and set(replaced) - set(words) <= {"superb", "solid"}
+    inserted = eda(words, "insert", 0.2, lexicon, rng)
+    assert len(inserted) == len(words) + 2 and set(inserted) - set(words) <= {"superb", "solid"}
+    assert load_lexicon(BUILTIN_LEXICON)["great"][:2] == ["excellent", "wonderful"]
+
+
+def test_augment_changes_text_but_not_labels(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=augment", "strategy.probability=1.0", "strategy.alpha=0.3")
+    source = batch_of(tokenizer, ["this pan is great and really sturdy", "awful kettle , it broke fast"], [1, 0], [0, 1])
+    random.seed(1)
+    augmented = strategy.augmented(source)
+    assert not torch.equal(augmented["input_ids"], source["input_ids"])
+    assert augmented["labels"].tolist() == [1, 0] and augmented["domain"].tolist() == [0, 1]
+    strategy.probability = 0.0
+    unchanged = strategy.augmented(source)
+    assert torch.equal(unchanged["input_ids"], source["input_ids"])
+
+
+def test_back_translation_wiring_with_a_tiny_random_translation_model(smoke, tmp_path):
+    tokenizer = load_tokenizer(smoke().model)
+    config = BartConfig(vocab_size=len(tokenizer), d_model=16, encoder_layers=1, decoder_layers=1,
+                        encoder_attention_heads=2, decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32,
+                        max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id,
+                        bos_token_id=tokenizer.cls_token_id, eos_token_id=tokenizer.sep_token_id,
+                        decoder_start_token_id=tokenizer.cls_token_id)
+    BartForConditionalGeneration(config).save_pretrained(tmp_path / "mt")
+    tokenizer.save_pretrained(tmp_path / "mt")
+    strategy, _ = tiny_strategy(smoke, "strategy=augment", "strategy.probability=1.0",
+                                f"+strategy.back_translation={{forward: {tmp_path / 'mt'}, backward: {tmp_path / 'mt'},"
+                                f" probability: 1.0, max_new_tokens: 6}}")
+    source = batch_of(tokenizer, ["a great kettle", "the lid broke"], [1, 0])
+    augmented = strategy.augmented(source)
+    assert augmented["input_ids"].shape[0] == 2 and augmented["input_ids"].shape[1] <= source["input_ids"].shape[1]
+    assert not torch.equal(augmented["input_ids"], source["input_ids"])
+    assert not any("back" in k or "translat" in k for k in strategy.state_dict())  # frozen, never saved
+
+
+def test_mtl_domain_heads_and_masked_lm(smoke, tmp_path):
+    result = train(smoke("strategy=mtl", "source_domain=[syn_books,syn_dvd]", "target_domain=[syn_kitchen]",
+                         "max_steps=8", "eval_interval=4"), tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"classification", "domain_heads", "mlm"} <= set(record["train"])
+    strategy = build_and_load(smoke("strategy=mtl", "source_domain=[syn_books,syn_dvd]", "target_domain=[syn_kitchen]",
+                                    "max_steps=8"), tmp_path / "run")
+    assert len(strategy.domain_heads) == 2
+    assert strategy.mlm_head.mlm.get_output_embeddings().weight is strategy.model.encoder.get_input_embeddings().weight
+    assert set(result["metrics"]) >= {"source/syn_books/test", "source/syn_dvd/test", "target/syn_kitchen/test"}
+
+
+def test_masking_never_touches_special_or_padding_tokens():
+    torch.manual_seed(0)
+    ids = torch.randint(1000, 2000, (64, 40))
+    ids[:, 0], ids[:, -1] = 101, 102
+    mask = torch.ones_like(ids)
+    mask[:, 30:] = 0
+    inputs, labels = mask_tokens(ids, mask, 0.15, 103, (101, 102, 0), 30522)
+    chosen = labels != -100
+    assert not chosen[:, 0].any() and not chosen[:, 30:].any()
+    assert 0.12 < chosen.float().sum() / mask[:, 1:30].sum() < 0.18
+    assert (inputs[chosen] == 103).float().mean() > 0.7 and torch.equal(inputs[~chosen], ids[~chosen])
+
+
+def test_fgm_on_top_of_dann(smoke, tmp_path):
+    result = train(smoke("strategy=fgm", "strategy@strategy.base=dann", "target_domain=[syn_kitchen]",
+                         "max_steps=8", "eval_interval=4"), tmp_path / "run")
+    record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert result["strategy"] == "fgm+dann"
+    assert {"classification", "domain", "adversarial"} <= set(record["train"])
+
+
+def test_fgm_perturbation_has_the_requested_norm_and_raises_the_loss(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=fgm", "strategy.epsilon=5.0")
+    strategy.eval()  # no dropout, so the two passes differ only by the perturbation
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
+    loss, terms = strategy(source)
+    assert terms["adversarial"].item() > terms["classification"].item()
+
+
+def test_self_training_waits_for_its_warm_up(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=self_train", "strategy.threshold=0.0")
+    source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])
+    target = batch_of(tokenizer, ["a sturdy kettle", "it leaks"])
+    _, early = strategy(source, target, progress=0.1)
+    _, late = strategy(source, target, progress=0.5)
+    assert early["pseudo_fraction"].item() == 0.0 and late["pseudo_fraction"].item() == 1.0
+    assert late["pseudo"].item() > 0
+
+
+def test_l2sp_pulls_weights_towards_their_start(smoke, tmp_path):
+    free = train(smoke("max_steps=20", "optimizer.lr=3e-3"), tmp_path / "free")
+    held = train(smoke("max_steps=20", "optimizer.lr=3e-3", "l2sp.alpha=50.0"), tmp_path / "held")
+    cfg = smoke("max_steps=20")
+    start = initial_weights(cfg)
+
+    def drift(run):
+        weights = build_and_load(cfg, tmp_path / run).state_dict()
+        return sum((weights[k] - start[k]).pow(2).sum().item() for k in start if k.startswith("model.encoder."))
+    assert drift("held") < 0.5 * drift("free")
+    record = json.loads((tmp_path / "held" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert record["train"]["l2sp"] > 0 and free["metrics"] != held["metrics"]
+
+
+def test_dropout_override_reaches_encoder_and_head(smoke):
+    strategy, _ = tiny_strategy(smoke, "model.dropout=0.0")
+    assert strategy.model.encoder.config.hidden_dropout_prob == 0.0
+    assert strategy.model.encoder.config.attention_probs_dropout_prob == 0.0
+    assert strategy.model.dropout.p == 0.0

@@ -1,0 +1,31 @@
+"""Deep CORAL (Sun and Saenko, "Deep CORAL: Correlation Alignment for Deep Domain Adaptation", ECCV 2016
+workshops): match the covariance of pooled features across domains.
+
+The penalty ||C_a - C_b||_F^2 / (4 d^2) is averaged over every pair of domains in the step: each source
+domain present in the source batch, and the target batch when there is a target stream (as DomainBed's
+CORAL does for several sources). Loss = cross-entropy + ``weight`` * penalty.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from xdt.strategies._common import coral_loss, domain_groups, pairwise_mean
+from xdt.strategies.base import Batch, Strategy, StrategyContext
+
+
+class CORAL(Strategy):
+    name = "coral"
+    uses_target_data = True
+
+    def __init__(self, model, context: StrategyContext = StrategyContext(), weight: float = 1.0):
+        super().__init__(model, context)
+        self.weight = weight
+
+    def forward(self, source: Batch, target: Batch | None = None,
+                progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        features, classification = self.source_features(source)
+        groups = domain_groups(features, source["domain"], self.target_features(target))
+        penalty = pairwise_mean(coral_loss, groups)
+        return classification + self.weight * penalty, {"classification": classification,
+                                                        "coral": penalty}

@@ -1,0 +1,59 @@
+"""Adversarial training on the input embeddings with the fast gradient method (Miyato, Dai and
+Goodfellow, "Adversarial Training Methods for Semi-Supervised Text Classification", ICLR 2017).
+
+FGM wraps another strategy (``base``, plain fine-tuning by default). Each step it runs the base
+strategy, takes the gradient g of the base's source cross-entropy with respect to the source word
+embeddings, and trains on the source batch once more with the embeddings moved by
+r = epsilon * g / ||g|| (L2 norm per example): the small change that hurts the classifier most.
+Loss = base loss + ``weight`` * cross-entropy on the perturbed batch.
+
+How it combines: ``strategy=fgm strategy@strategy.base=dann`` trains DANN (its classification and
+domain losses, target batches and all) and adds the adversarial term on the source batch; the
+perturbation follows the classification loss only, so the domain adversary does not steer it.
+Cost per step: the base strategy's, plus one backward pass to the embeddings and one more forward
+and backward pass on the source batch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig
+
+from xdt.config import instantiate
+from xdt.strategies.base import Batch, Strategy, StrategyContext
+
+
+class FGM(Strategy):
+    def __init__(self, model, base: DictConfig, context: StrategyContext = StrategyContext(),
+                 epsilon: float = 1.0, weight: float = 1.0):
+        super().__init__(model, context)
+        self.base = instantiate(base, "strategy.base", model=model, context=context)
+        self.epsilon, self.weight = epsilon, weight
+        self.name = "fgm" if self.base.name == "erm" else f"fgm+{self.base.name}"
+        self.uses_target_data = self.base.uses_target_data
+
+    def forward(self, source: Batch, target: Batch | None = None,
+                progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        captured: list[torch.Tensor] = []
+        shape = tuple(source["input_ids"].shape)
+
+        def capture(module, args, output: torch.Tensor) -> torch.Tensor | None:
+            if tuple(output.shape[:2]) != shape or captured:
+                return None
+            if not output.requires_grad:  # frozen embeddings (PEFT): still differentiate with respect to them
+                output = output.detach().requires_grad_()
+            captured.append(output)
+            return output
+
+        hook = self.model.encoder.get_input_embeddings().register_forward_hook(capture)
+        try:
+            loss, terms = self.base(source, target, progress)
+        finally:
+            hook.remove()
+        (gradient,) = torch.autograd.grad(terms["classification"], captured[0], retain_graph=True)
+        norm = gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+        offset = (self.epsilon * gradient / norm).detach()
+        features = self.model.features(source["input_ids"], source["attention_mask"], embedding_offset=offset)
+        adversarial = F.cross_entropy(self.model.classify(features), source["labels"])
+        return loss + self.weight * adversarial, {**terms, "adversarial": adversarial}
