@@ -258,3 +258,15 @@ def test_run_data_concatenates_sources_with_domain_ids(tokenizer, cache_dir):
     assert len(data.target_unlabeled()) == 25
     assert sorted(data.eval_sets()) == ["source/a/test", "source/a/validation", "source/b/test",
                                         "source/b/validation", "target/k/test", "target/k/validation"]
+
+
+def test_target_stream_draws_from_every_target_unless_told(tokenizer, cache_dir):
+    sizes = {"train_size": 20, "validation_size": 10, "test_size": 10}
+    sources = OmegaConf.create({"a": {"kind": "synthetic", "domain": "books", **sizes}})
+    targets = OmegaConf.create({"k": {"kind": "synthetic", "domain": "kitchen", "unlabeled_size": 30, **sizes},
+                                "e": {"kind": "synthetic", "domain": "electronics", "unlabeled_size": 12, **sizes}})
+    data = load_run_data(sources, targets, tokenizer, 64, cache_dir)
+    assert Counter(column(data.target_unlabeled(), "domain")) == {0: 30, 1: 12}
+    assert Counter(column(data.target_unlabeled(["e"]), "domain")) == {0: 12}
+    with pytest.raises(XdtError, match=r"unlabeled_targets names \['x'\]"):
+        data.target_unlabeled(["x"])

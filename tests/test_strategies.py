@@ -13,7 +13,7 @@ from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from transformers import BartConfig, BartForConditionalGeneration
 
-from conftest import CONFIG_DIR
+from conftest import CONFIG_DIR, compose_config
 from xdt import checkpoint
 from xdt.evaluate import evaluate_run
 from xdt.models import load_tokenizer, mask_tokens
@@ -215,8 +215,21 @@ def test_mtl_domain_heads_and_masked_lm(smoke, tmp_path):
     strategy = build_and_load(smoke("strategy=mtl", "source_domain=[syn_books,syn_dvd]", "target_domain=[syn_kitchen]",
                                     "max_steps=8"), tmp_path / "run")
     assert len(strategy.domain_heads) == 2
-    assert strategy.mlm_head.mlm.get_output_embeddings().weight is strategy.model.encoder.get_input_embeddings().weight
+    assert strategy.mlm_head.head.predictions.decoder.weight is strategy.model.encoder.get_input_embeddings().weight
     assert set(result["metrics"]) >= {"source/syn_books/test", "source/syn_dvd/test", "target/syn_kitchen/test"}
+
+
+def test_masked_lm_head_on_masked_positions_equals_the_full_model_loss(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=mtl")
+    strategy.eval()
+    batch = batch_of(tokenizer, ["the kettle leaks and the lid is flimsy", "a sturdy pan"])
+    torch.manual_seed(0)
+    inputs, labels = mask_tokens(batch["input_ids"], batch["attention_mask"], 0.3, tokenizer.mask_token_id,
+                                 tuple(tokenizer.all_special_ids), len(tokenizer))
+    head = strategy.mlm_head
+    full = head.head(head.encoder(input_ids=inputs, attention_mask=batch["attention_mask"]).last_hidden_state)
+    expected = torch.nn.functional.cross_entropy(full.flatten(0, 1), labels.flatten(), ignore_index=-100)
+    assert head(inputs, batch["attention_mask"], labels).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_masking_never_touches_special_or_padding_tokens():
@@ -241,9 +254,15 @@ def test_fgm_on_top_of_dann(smoke, tmp_path):
 
 
 def test_fgm_perturbation_has_the_requested_norm_and_raises_the_loss(smoke):
-    strategy, tokenizer = tiny_strategy(smoke, "strategy=fgm", "strategy.epsilon=5.0")
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=fgm", "strategy.epsilon=0.5")
     strategy.eval()  # no dropout, so the two passes differ only by the perturbation
     source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
+    embeddings = strategy.model.encoder.get_input_embeddings()(source["input_ids"])
+    gradient = torch.randn_like(embeddings)
+    offset = strategy.perturbation(embeddings, gradient, source["attention_mask"])
+    real = source["attention_mask"].unsqueeze(-1).float()
+    assert torch.allclose(offset.flatten(1).norm(dim=1), 0.5 * (embeddings * real).flatten(1).norm(dim=1))
+    assert (offset * (1 - real)).abs().max() == 0  # padding stays where it is
     loss, terms = strategy(source)
     assert terms["adversarial"].item() > terms["classification"].item()
 
@@ -277,3 +296,26 @@ def test_dropout_override_reaches_encoder_and_head(smoke):
     assert strategy.model.encoder.config.hidden_dropout_prob == 0.0
     assert strategy.model.encoder.config.attention_probs_dropout_prob == 0.0
     assert strategy.model.dropout.p == 0.0
+
+
+# ---- the designed shift: feature alignment has something to fix ----------------------------------------
+
+@pytest.mark.slow
+def test_an_alignment_strategy_beats_erm_on_the_synthetic_benchmark(smoke, cache_dir, tmp_path):
+    """Tiny model, synthetic books -> kitchen, 3 seeds: at least one of DANN, CORAL, MMD beats ERM's mean
+    target accuracy. (Measured: ERM 0.601, DANN 0.661, CORAL 0.642, MMD 0.673, with MMD above ERM on every
+    seed. A likely reason, not isolated by an ablation: the alignment losses are the only training signal
+    that reaches the embeddings of kitchen-only words, which never occur in labeled source text.)"""
+    def mean_target_accuracy(strategy: str) -> float:
+        accuracies = []
+        for seed in (0, 1, 2):
+            cfg = compose_config(["model=tiny", f"cache_dir={cache_dir}", "target_domain=[syn_kitchen]",
+                                  "optimizer.lr=1e-3", "max_steps=300", "eval_interval=100", "log_interval=50",
+                                  f"strategy={strategy}", f"seed={seed}"])
+            result = train(cfg, tmp_path / f"{strategy}-{seed}")
+            accuracies.append(result["metrics"]["target/syn_kitchen/test"]["accuracy"])
+        return sum(accuracies) / len(accuracies)
+
+    erm = mean_target_accuracy("erm")
+    aligned = {name: mean_target_accuracy(name) for name in ("dann", "coral", "mmd")}
+    assert max(aligned.values()) > erm + 0.02, (erm, aligned)

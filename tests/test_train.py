@@ -135,10 +135,10 @@ def test_tiny_model_on_real_fdu_domains(smoke, tmp_path):
 SMOKE = ["debug=smoke", "max_steps=300", "eval_interval=10"]
 
 
-def start(run_dir: Path, cache: Path, output: Path) -> subprocess.Popen:
+def start(run_dir: Path, cache: Path, output: Path, *overrides: str) -> subprocess.Popen:
     with open(output, "w") as out:  # a file, not a pipe: a full pipe would block the run
-        return subprocess.Popen([sys.executable, "-m", "xdt.cli", "train", *SMOKE, f"hydra.run.dir={run_dir}",
-                                 f"cache_dir={cache}"], stdout=out, stderr=subprocess.STDOUT)
+        return subprocess.Popen([sys.executable, "-m", "xdt.cli", "train", *SMOKE, *overrides,
+                                 f"hydra.run.dir={run_dir}", f"cache_dir={cache}"], stdout=out, stderr=subprocess.STDOUT)
 
 
 def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, output: Path) -> None:
@@ -149,13 +149,14 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, output: Path) 
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
-def test_killed_run_resumes_to_the_same_metrics(tmp_path, cache_dir, sig):
-    reference = run_xdt("train", *SMOKE, f"hydra.run.dir={tmp_path / 'full'}", f"cache_dir={cache_dir}",
-                        cwd=tmp_path)
+@pytest.mark.parametrize("sig,strategy", [(signal.SIGKILL, "erm"), (signal.SIGTERM, "erm"), (signal.SIGKILL, "dann")],
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-dann-with-target-stream"])
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, cache_dir, sig, strategy):
+    reference = run_xdt("train", *SMOKE, f"strategy={strategy}", f"hydra.run.dir={tmp_path / 'full'}",
+                        f"cache_dir={cache_dir}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     run, output = tmp_path / "killed", tmp_path / "killed.out"
-    process = start(run, cache_dir, output)
+    process = start(run, cache_dir, output, f"strategy={strategy}")
     wait_for_checkpoint(run, process, output)
     process.send_signal(sig)
     process.wait(timeout=60)

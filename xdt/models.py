@@ -1,5 +1,6 @@
 """Model builders: a pretrained encoder (hub name or local folder) or a random-init one built from a
-config, under a mean-pooling classification head.
+config, optionally wrapped with PEFT adapters, under a mean-pooling classification head; and the
+masked-LM head strategies add on top of the same encoder.
 
 Every strategy works on :class:`SequenceClassifier`, whose ``features`` is the pooled representation
 that alignment strategies (DANN, CORAL, MMD) compare across domains. Mean pooling is used by default
@@ -13,12 +14,12 @@ import logging
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
+from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig, \
     PreTrainedModel, PreTrainedTokenizerBase
-
-from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 
 from xdt.errors import XdtError
 
@@ -212,25 +213,38 @@ def rebuild_classifier(model_dir: Path, cfg: DictConfig, total_steps: int) -> tu
 class MaskedLMHead(nn.Module):
     """The masked-language-model head of the encoder's architecture, run on top of the shared encoder.
 
-    Built as ``AutoModelForMaskedLM`` from the encoder's config, with that model's own encoder replaced
-    by a reference to the shared one (not registered, so its weights are stored once) and the output
-    projection tied to the shared word embeddings, as in BERT pretraining. Heads of pretrained
-    sentence encoders are not in their checkpoints (all-MiniLM-L6-v2 has none), so the head starts
-    untrained.
+    Built from ``AutoModelForMaskedLM`` for the encoder's config, with the output projection tied to
+    the shared word embeddings, as in BERT pretraining. Where the architecture's head is one module
+    (``cls`` in BERT, ``lm_head`` in RoBERTa) it runs on the masked positions only: the same loss as
+    scoring every token against the 30k-word vocabulary, at a fraction of the cost. Other architectures
+    run the whole masked-LM model with its encoder replaced by the shared one. Heads of pretrained sentence
+    encoders are not in their checkpoints (all-MiniLM-L6-v2 has none), so the head starts untrained.
     """
+
+    HEAD_ATTRIBUTES = ("cls", "lm_head")
 
     def __init__(self, encoder: PreTrainedModel):
         super().__init__()
         mlm = AutoModelForMaskedLM.from_config(encoder.config)
-        prefix = mlm.base_model_prefix  # "bert", "roberta", "distilbert", ...
-        del mlm._modules[prefix]
-        object.__setattr__(mlm, prefix, encoder)  # plain attribute: found by mlm.forward, not registered
         mlm.get_output_embeddings().weight = encoder.get_input_embeddings().weight
-        self.mlm = mlm
+        object.__setattr__(self, "encoder", encoder)  # shared with the classifier: not registered twice
+        name = next((n for n in self.HEAD_ATTRIBUTES if hasattr(mlm, n)), None)
+        self.head = getattr(mlm, name) if name else None
+        self.mlm = None
+        if name is None:
+            del mlm._modules[mlm.base_model_prefix]  # "distilbert", ...: use the shared encoder instead
+            object.__setattr__(mlm, mlm.base_model_prefix, encoder)
+            self.mlm = mlm
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Masked-LM cross-entropy of predicting ``labels`` (-100 = not masked)."""
-        return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        if self.head is None:
+            return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        masked = labels != -100
+        if not masked.any():
+            return hidden.sum() * 0.0
+        return F.cross_entropy(self.head(hidden[masked]), labels[masked])
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, probability: float, mask_token_id: int,

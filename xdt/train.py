@@ -7,13 +7,11 @@ seed -> accelerator -> tokenizer, data -> model, strategy -> optimizer, schedule
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import math
 import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,9 +35,10 @@ from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
 from xdt.hardware import make_accelerator
 from xdt.metrics.log import MetricsLog
-from xdt.regularization import L2SP
 from xdt.models import build_classifier, count_parameters, frozen_weights_rebuildable, load_tokenizer, \
     max_input_length, save_model_files
+from xdt.regularization import L2SP
+from xdt.runtime import StopSignals, log_to_file
 from xdt.strategies.base import Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
@@ -94,48 +93,6 @@ def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
                        f"set it with {error.full_key}=<value>") from None
     checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
     return OmegaConf.create(resolved)
-
-
-@contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """Copy every log record of the run into ``path`` (appending, so a resumed run keeps its history)."""
-    handler = logging.FileHandler(path, mode="a", encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    try:
-        yield
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-class StopSignals:
-    """Turns SIGTERM and SIGINT into a flag the loop checks after every step, so it can checkpoint first.
-
-    A second SIGINT (Ctrl-C twice) interrupts at once.
-    """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-    def __enter__(self) -> "StopSignals":
-        self.received: int | None = None
-        self.previous = {}
-        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
-            for sig in self.SIGNALS:
-                self.previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, frame) -> None:
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self.previous.items():
-            signal.signal(sig, handler)
 
 
 class LossWindow:
@@ -261,7 +218,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         save_model_files(unwrapped.model, tokenizer, data.label_names, run_dir / "model")
         context.save(run_dir / "model" / "strategy_context.json")
 
-    describe = {"strategy": unwrapped.name, "model": cfg.model.name, "seed": int(cfg.seed),
+    describe = {"strategy": unwrapped.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
+                "seed": int(cfg.seed),
                 "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
     session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler,
                       MetricsLog(run_dir / "metrics.jsonl"), describe, started=started)

@@ -3,8 +3,11 @@ Goodfellow, "Adversarial Training Methods for Semi-Supervised Text Classificatio
 
 FGM wraps another strategy (``base``, plain fine-tuning by default). Each step it runs the base
 strategy, takes the gradient g of the base's source cross-entropy with respect to the source word
-embeddings, and trains on the source batch once more with the embeddings moved by
-r = epsilon * g / ||g|| (L2 norm per example): the small change that hurts the classifier most.
+embeddings e, and trains on the source batch once more with the embeddings moved by
+r = epsilon * ||e|| * g / ||g|| (L2 norms per example, over its real tokens): the small change that
+hurts the classifier most. Miyato et al. normalise the embeddings before perturbing them; scaling
+by ||e|| does the same job without touching the model, so one ``epsilon`` means the same relative
+push for a random-init model (embedding norms near 0.2) and a pretrained one (near 1 per token).
 Loss = base loss + ``weight`` * cross-entropy on the perturbed batch.
 
 How it combines: ``strategy=fgm strategy@strategy.base=dann`` trains DANN (its classification and
@@ -26,7 +29,7 @@ from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 class FGM(Strategy):
     def __init__(self, model, base: DictConfig, context: StrategyContext = StrategyContext(),
-                 epsilon: float = 1.0, weight: float = 1.0):
+                 epsilon: float = 0.05, weight: float = 1.0):
         super().__init__(model, context)
         self.base = instantiate(base, "strategy.base", model=model, context=context)
         self.epsilon, self.weight = epsilon, weight
@@ -52,8 +55,17 @@ class FGM(Strategy):
         finally:
             hook.remove()
         (gradient,) = torch.autograd.grad(terms["classification"], captured[0], retain_graph=True)
-        norm = gradient.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
-        offset = (self.epsilon * gradient / norm).detach()
+        offset = self.perturbation(captured[0].detach(), gradient, source["attention_mask"])
         features = self.model.features(source["input_ids"], source["attention_mask"], embedding_offset=offset)
         adversarial = F.cross_entropy(self.model.classify(features), source["labels"])
         return loss + self.weight * adversarial, {**terms, "adversarial": adversarial}
+
+    def perturbation(self, embeddings: torch.Tensor, gradient: torch.Tensor,
+                     attention_mask: torch.Tensor) -> torch.Tensor:
+        """r = epsilon * ||e|| * g / ||g|| per example, zero on padding."""
+        mask = attention_mask.unsqueeze(-1).to(gradient.dtype)
+        gradient = gradient * mask
+
+        def norm(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor.flatten(1).norm(dim=1).clamp(min=1e-12).view(-1, 1, 1)
+        return (self.epsilon * norm(embeddings * mask) * gradient / norm(gradient)).detach()
