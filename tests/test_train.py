@@ -179,7 +179,7 @@ def test_multirun_writes_one_folder_per_job(tmp_path, cache_dir):
                      f"cache_dir={cache_dir}", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     jobs = sorted(p for p in sweep.iterdir() if p.is_dir() and (p / "metrics.json").exists())
-    assert [p.name for p in jobs] == ["0_debug=smoke,max_steps=6,seed=0", "1_debug=smoke,max_steps=6,seed=1"]
+    assert [p.name for p in jobs] == ["0_seed=0", "1_seed=1"]  # named by what varies, not every override
     assert [read_json(p / "metrics.json")["seed"] for p in jobs] == [0, 1]
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -21,6 +22,7 @@ USAGE = """usage: xdt <command> [overrides ...]
 commands:
   train   fine-tune on source domain(s), evaluate on target domain(s)   (xdt train --help)
   eval    re-evaluate a saved run on any domain: xdt eval run_dir=<run folder> [target_domain=<name>]
+  report  tables and plots of every run below a folder: xdt report <folder> [--selection CRITERION]
 
 Overrides are Hydra's: group=option (model=tiny), key=value (max_steps=200), -m for sweeps.
 Resume a stopped run with: xdt train resume=<run folder>
@@ -40,10 +42,15 @@ def _config_errors_as_messages(task):
 
 @_config_errors_as_messages
 def _train(cfg: DictConfig) -> float:
+    """Returns the best source validation score: the objective of hyperparameter sweeps."""
+    from xdt.sweep import objective, run_job
     from xdt.train import train
 
-    result = train(cfg, HydraConfig.get().runtime.output_dir)
-    return result["selection"]["value"] if result["selection"]["value"] is not None else float("nan")
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        return run_job(cfg, run_dir)
+    return objective(train(cfg, run_dir))
 
 
 @_config_errors_as_messages
@@ -74,8 +81,15 @@ def main(argv: list[str] | None = None) -> None:
         print(USAGE, end="")
         return
     command, overrides = argv[0], argv[1:]
+    if command == "report":  # reads finished folders: plain arguments, no Hydra composition
+        from xdt.report import main as report
+
+        try:
+            return report(overrides)
+        except XdtError as error:
+            sys.exit(f"xdt report: {error}")
     if command not in COMMANDS:
-        sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join(COMMANDS)} (see xdt --help)")
+        sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'report'])} (see xdt --help)")
     if command == "train":
         overrides = _resume_overrides(overrides)
     sys.argv = [f"xdt {command}", *overrides]

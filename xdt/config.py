@@ -12,6 +12,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xdt.errors import XdtError
+from xdt.selection import CRITERIA
 
 
 def package_dir(package: str) -> str:
@@ -31,6 +32,14 @@ def register_resolvers() -> None:
     """Register xdt's OmegaConf resolvers; safe to call more than once."""
     if not OmegaConf.has_resolver("xdt.package_dir"):
         OmegaConf.register_new_resolver("xdt.package_dir", package_dir)
+    if not OmegaConf.has_resolver("xdt.job_name"):
+        OmegaConf.register_new_resolver("xdt.job_name", _job_name)
+
+
+def _job_name(sweep_dir: str, overrides: list[str]) -> str:
+    from xdt.sweep import job_name  # Hydra resolves this once per sweep job; keep the import lazy
+
+    return job_name(sweep_dir, list(overrides))
 
 
 register_resolvers()
@@ -81,7 +90,7 @@ def check_training_settings(cfg: DictConfig) -> None:
         raise XdtError(f"warmup_ratio={cfg.warmup_ratio!r} is not valid: it must be in [0, 1)")
     if cfg.max_grad_norm is not None:
         positive(cfg, "max_grad_norm", float)
-    choices = {"lr_schedule": ("linear", "constant"), "selection": ("source_val", "last", "target_oracle")}
+    choices = {"lr_schedule": ("linear", "constant"), "selection": tuple(CRITERIA)}
     for key, allowed in choices.items():
         if cfg[key] not in allowed:
             raise XdtError(f"{key}={cfg[key]!r} is not valid: choose one of {', '.join(allowed)}")

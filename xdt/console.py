@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from xdt.metrics import METRIC_NAMES
+from xdt.selection import describe
 
 console = get_console()  # the console rich.logging.RichHandler uses too, so logs and the bar do not collide
 if not console.is_terminal and "COLUMNS" not in os.environ:
@@ -42,7 +43,7 @@ def print_summary(result: dict, title: str) -> None:
     if "selection" in result:
         selection = result["selection"]
         lines.insert(0, f"checkpoint of step {result['selected_step']} of {result['steps']}, chosen by "
-                        f"{selection['criterion']} {selection['metric']}; wall time {result['wall_time_s']} s, "
+                        f"{describe(selection['criterion'], selection['metric'])}; wall time {result['wall_time_s']} s, "
                         f"{result['train_samples_per_s']} train samples/s.")
     if result.get("warning"):
         lines.append(f"[bold red]{result['warning']}")

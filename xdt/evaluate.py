@@ -22,6 +22,7 @@ from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.metrics import classification_metrics
 from xdt.models import rebuild_classifier
+from xdt.selection import unsupervised_scores
 from xdt.strategies.base import StrategyContext
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,8 @@ def eval_loaders(sets: dict[str, Dataset], batch_size: int, collator: Collator,
 
 @torch.no_grad()
 def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator) -> dict[str, dict]:
-    """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``)."""
+    """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
+    the label-free scores that unsupervised model selection reads (prediction entropy, IM)."""
     was_training = strategy.training
     strategy.eval()
     results = {}
@@ -48,7 +50,9 @@ def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator)
             probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
             probabilities.append(probs.cpu())
             references.append(labels.cpu())
-        results[name] = classification_metrics(torch.cat(references).numpy(), torch.cat(probabilities).numpy())
+        probabilities = torch.cat(probabilities).numpy()
+        results[name] = {**classification_metrics(torch.cat(references).numpy(), probabilities),
+                         **unsupervised_scores(probabilities)}
     strategy.train(was_training)
     return results
 

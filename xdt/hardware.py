@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from omegaconf import DictConfig
 
 from xdt.errors import XdtError
@@ -35,7 +35,10 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
     if hw.device == "cuda" and hw.get("tf32"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision)
+    # split_batches: every batch of batch_size examples is split across the processes, so batch_size means
+    # the same global batch (and the same optimisation) with 1 process or N.
+    accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision,
+                              dataloader_config=DataLoaderConfiguration(split_batches=True))
     if hw.get("distributed") and accelerator.num_processes == 1:
         log.warning("hardware expects several processes but this is a single process: start it with "
                     "`accelerate launch --multi_gpu -m xdt.cli train ...` or `torchrun --nproc-per-node N -m xdt.cli train ...`")

@@ -11,22 +11,22 @@ import dataclasses
 import json
 import logging
 import math
+import shutil
 import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
-from accelerate import Accelerator
-from accelerate.utils import set_seed
+from accelerate import Accelerator, PartialState
+from accelerate.utils import broadcast_object_list, set_seed
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from xdt import checkpoint
+from xdt import checkpoint, selection
 from xdt.config import check_training_settings, instantiate
 from xdt.console import print_summary, training_progress
 from xdt.data.batching import Collator, make_loader
@@ -63,8 +63,8 @@ class LoopState:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run the experiment ``cfg`` in ``run_dir`` (or continue ``cfg.resume``); return the final metrics."""
-    run_dir = Path(cfg.resume or run_dir).expanduser()
-    cfg = open_run(cfg, run_dir)
+    run_dir = shared_run_dir(Path(cfg.resume or run_dir).expanduser(), cfg.hardware)
+    cfg = open_run(cfg, run_dir, write=PartialState().is_main_process)
     with log_to_file(run_dir / "train.log"):
         try:
             return run(cfg, run_dir)
@@ -73,8 +73,11 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             raise
 
 
-def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
-    """A new run writes its resolved config; a resumed one reads it back (and ignores ``cfg`` otherwise)."""
+def open_run(cfg: DictConfig, run_dir: Path, write: bool = True) -> DictConfig:
+    """A new run writes its resolved config; a resumed one reads it back (and ignores ``cfg`` otherwise).
+
+    In a data-parallel run only the main process writes (``write``); the others resolve the same config.
+    """
     config_file = run_dir / "config.yaml"
     if cfg.get("resume"):
         if not config_file.is_file():
@@ -82,7 +85,7 @@ def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
         saved = OmegaConf.load(config_file)
         saved.resume = str(run_dir)
         return saved
-    if config_file.exists():
+    if write and config_file.exists():
         raise XdtError(f"{run_dir} already holds a run (config.yaml exists); continue it with resume={run_dir} "
                        f"or pick another folder with hydra.run.dir=<folder>")
     try:
@@ -91,8 +94,26 @@ def open_run(cfg: DictConfig, run_dir: Path) -> DictConfig:
         reason = str(error).splitlines()[0]
         raise XdtError(f"config value {error.full_key} is not set or cannot be resolved ({reason}); "
                        f"set it with {error.full_key}=<value>") from None
-    checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
+    if write:
+        checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
     return OmegaConf.create(resolved)
+
+
+def shared_run_dir(run_dir: Path, hardware: DictConfig) -> Path:
+    """The main process's run folder, for every process of a data-parallel launch.
+
+    Each process composes its own config, and a dated folder name can fall on either side of a second;
+    the main process's folder wins, and a stray empty folder of another process is removed.
+    """
+    state = PartialState(cpu=hardware.device == "cpu")  # the process group, from the launcher's environment
+    if state.num_processes == 1:
+        return run_dir
+    shared = [str(run_dir)]
+    broadcast_object_list(shared, from_process=0)
+    if Path(shared[0]) != run_dir and not state.is_main_process and run_dir.is_dir() and \
+            {p.name for p in run_dir.iterdir()} <= {".hydra"}:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return Path(shared[0])
 
 
 class LossWindow:
@@ -107,9 +128,14 @@ class LossWindow:
             self.sums[name] = self.sums.get(name, 0) + torch.as_tensor(value).detach().float()
         self.count += 1
 
-    def flush(self, step: int) -> dict[str, float]:
-        """Mean of each term; raises if the loss is not finite (and nothing after it gets saved)."""
-        means = {name: (total / max(self.count, 1)).item() for name, total in self.sums.items()}
+    def flush(self, step: int, accelerator: Accelerator) -> dict[str, float]:
+        """Mean of each term over steps and processes; raises if the loss is not finite (and nothing
+        after it gets saved)."""
+        names = list(self.sums)  # insertion order: the same in every process
+        totals = torch.stack([self.sums[name] for name in names]) / max(self.count, 1) if names else None
+        if totals is not None and accelerator.num_processes > 1:
+            totals = accelerator.reduce(totals, reduction="mean")  # each process saw its share of the batch
+        means = dict(zip(names, totals.tolist())) if totals is not None else {}
         self.sums, self.count = {}, 0
         if means and not math.isfinite(means["loss"]):
             raise XdtError(f"the loss became {means['loss']} by step {step}; lower optimizer.lr or check the data "
@@ -140,14 +166,6 @@ def batches_forever(loader: DataLoader, sampler, accelerator: Accelerator, start
         sampler.use_epoch(epoch)
         yield from accelerator.skip_first_batches(loader, skip) if skip else loader
         epoch, skip = epoch + 1, 0
-
-
-def selection_sets(data: RunData, cfg: DictConfig) -> dict[str, list[str]]:
-    """Names of the evaluation sets that early stopping ("monitor") and model selection read."""
-    monitor = [f"source/{d.name}/validation" for d in data.sources]
-    if cfg.selection == "target_oracle":
-        return {"monitor": monitor, "select": [f"target/{d.name}/validation" for d in data.targets]}
-    return {"monitor": monitor, "select": monitor}
 
 
 @dataclass
@@ -189,16 +207,20 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     check_training_settings(cfg)
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.hardware)
+    for key in ("batch_size", "eval_batch_size"):
+        if int(cfg[key]) % accelerator.num_processes:
+            raise XdtError(f"{key}={cfg[key]} is the global batch and must split evenly over "
+                           f"{accelerator.num_processes} processes")
     set_seed(int(cfg.seed))
 
     tokenizer = load_tokenizer(cfg.model)
     with accelerator.main_process_first():  # the first process fills the tokenisation cache
         data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length),
                              cfg.cache_dir, max_examples=cfg.max_examples)
-    if cfg.selection == "target_oracle" and not data.targets:
-        raise XdtError("selection=target_oracle needs at least one target_domain")
-    batches_per_epoch = math.ceil(math.ceil(sum(len(d.train) for d in data.sources) / int(cfg.batch_size))
-                                  / accelerator.num_processes)
+    if cfg.selection in selection.NEEDS_TARGETS and not data.targets:
+        raise XdtError(f"selection={cfg.selection} reads target domains, but no target_domain is selected")
+    # batch_size is the global batch: with N processes each step splits one batch N ways.
+    batches_per_epoch = math.ceil(sum(len(d.train) for d in data.sources) / int(cfg.batch_size))
     max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * batches_per_epoch))
     context = StrategyContext.of(tokenizer, len(data.sources), len(data.stream_targets(cfg.unlabeled_targets)))
     strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
@@ -221,13 +243,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     describe = {"strategy": unwrapped.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
                 "seed": int(cfg.seed),
                 "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
-    session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler,
-                      MetricsLog(run_dir / "metrics.jsonl"), describe, started=started)
+    metrics_log = MetricsLog(run_dir / "metrics.jsonl", write=accelerator.is_main_process)
+    session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler, metrics_log, describe,
+                      started=started)
     state = resume(session) if cfg.resume else LoopState()
     source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
     target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
-    track = ("validation", "test") if cfg.track_targets else ("validation",) if cfg.selection == "target_oracle" else ()
-    during = eval_loaders(data.eval_sets(("validation",), track), int(cfg.eval_batch_size), collator, accelerator)
+    during = eval_loaders(data.eval_sets(*tracked_splits(cfg)), int(cfg.eval_batch_size), collator, accelerator)
     log.info("training %s for %d steps (batch %d, %d source examples)%s", run_dir, max_steps, cfg.batch_size,
              len(source_loader.dataset), f", resuming at step {state.step}" if state.step else "")
 
@@ -257,13 +279,13 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             window.add(loss, terms)
             evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
             if state.step % int(cfg.log_interval) == 0 or evaluating:
-                train_terms = {**window.flush(state.step), "lr": scheduler.get_last_lr()[0]}
+                train_terms = {**window.flush(state.step, accelerator), "lr": scheduler.get_last_lr()[0]}
                 bar.update(task, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
                 log.info("step %d/%d  %s", state.step, max_steps,
                          "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
             state.train_seconds += time.perf_counter() - step_started
             if evaluating:
-                stop_early = evaluate_and_save(session, state, during, selection_sets(data, cfg), train_terms)
+                stop_early = evaluate_and_save(session, state, during, train_terms)
             if stop.received is not None:
                 session.save(state, best=False)
                 log.warning("%s received at step %d: checkpoint saved; continue with: xdt train resume=%s",
@@ -322,19 +344,29 @@ def resume(session: Session) -> LoopState:
         checkpoint.link(run_dir, "last", state.step)
         checkpoint.link(run_dir, "best", state.best_step)
         checkpoint.prune(run_dir)
-        session.metrics_log.keep_until(state.step)
+    session.metrics_log.keep_until(state.step)
     log.info("resuming %s from the checkpoint of step %d", run_dir, state.step)
     return state
 
 
-def evaluate_and_save(session: Session, state: LoopState, loaders: dict, sets: dict[str, list[str]],
-                      train_terms: dict) -> bool:
+def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (source, target) splits scored at every evaluation.
+
+    With ``track_targets`` (the default) every split is, so any selection criterion can be applied to
+    the records afterwards; without it, only what early stopping and ``cfg.selection`` read.
+    """
+    if cfg.track_targets:
+        return ("validation", "test"), ("validation", "test")
+    return ("validation",), ("validation",) if cfg.selection in selection.NEEDS_TARGETS else ()
+
+
+def evaluate_and_save(session: Session, state: LoopState, loaders: dict, train_terms: dict) -> bool:
     """Evaluate, update selection and early stopping, log the record, checkpoint. True = stop early."""
     cfg = session.cfg
     results = evaluate(session.strategy, loaders, session.accelerator)
     metric = cfg.selection_metric
-    monitor = float(np.mean([results[name][metric] for name in sets["monitor"]]))
-    select = float(np.mean([results[name][metric] for name in sets["select"]]))
+    monitor = selection.score(results, "source_val", metric)  # early stopping never reads target labels
+    select = selection.score(results, cfg.selection, metric)
     improved = cfg.selection == "last" or select > state.best_value
     if improved:
         state.best_value, state.best_step = select, state.step
@@ -345,26 +377,37 @@ def evaluate_and_save(session: Session, state: LoopState, loaders: dict, sets: d
     record = {**session.describe, "step": state.step, "train": train_terms, "eval": results,
               "selection": {"criterion": cfg.selection, "metric": metric, "value": select},
               "elapsed_s": round(session.wall_seconds(state), 3)}
-    if session.accelerator.is_main_process:
-        session.metrics_log.append(record)  # before the checkpoint: a resume drops records newer than its step
+    session.metrics_log.append(record)  # before the checkpoint: a resume drops records newer than its step
     session.save(state, best=improved)
     log.info("eval step %d: source validation %s %.4f%s", state.step, metric, monitor,
              "" if cfg.selection == "source_val" else f", selection value {select:.4f}")
     return cfg.patience is not None and state.evals_since_improvement >= int(cfg.patience)
 
 
+def recorded_scores(records: list[dict], step: int, names: list[str]) -> dict[str, dict] | None:
+    """The scores of every set in ``names`` at ``step`` if training already computed them all: the same
+    weights on the same data give the same numbers, so the final evaluation need not repeat them."""
+    record = next((r for r in records if r["step"] == step), None)
+    if record is None or not set(names) <= set(record["eval"]):
+        return None
+    return {name: record["eval"][name] for name in names}
+
+
 def finish(session: Session, state: LoopState, data: RunData, collator: Collator, stopped_early: bool) -> dict:
     """Reload the selected checkpoint, evaluate every split of every domain, write metrics.json and done."""
     cfg, run_dir, accelerator = session.cfg, session.run_dir, session.accelerator
     chosen = state.step if cfg.selection == "last" else state.best_step
-    checkpoint.load_weights(session.strategy, checkpoint.step_dir(run_dir, chosen))
-    loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), collator, accelerator)
-    metrics = evaluate(session.strategy, loaders, accelerator)
+    metrics = recorded_scores(session.metrics_log.records, chosen, data.eval_set_names())
+    if metrics is None:  # some sets were not scored during training: score them now, on the chosen weights
+        checkpoint.load_weights(session.strategy, checkpoint.step_dir(run_dir, chosen))
+        loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), collator, accelerator)
+        metrics = evaluate(session.strategy, loaders, accelerator)
     wall = session.wall_seconds(state)
     trainable, total = count_parameters(session.strategy)
     result = {**session.describe, "label_names": data.label_names,
               "selection": {"criterion": cfg.selection, "metric": cfg.selection_metric,
                             "value": None if cfg.selection == "last" else state.best_value},
+              "source_validation_best": state.monitor_best,
               "selected_step": chosen, "steps": state.step, "stopped_early": stopped_early,
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
               "train_samples_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),

@@ -16,8 +16,8 @@ class LengthGroupedBatches:
     """Batch sampler: shuffled batches whose examples have similar lengths, so padding is small.
 
     Each epoch shuffles all indices, cuts them into groups of ``group_batches`` batches, sorts each
-    group by length and cuts it into batches, then shuffles the batch order (the idea of Hugging Face's
-    LengthGroupedSampler). The order depends only on (seed, epoch), so a resumed run can rebuild the
+    group by length and cuts it into batches, then shuffles the order of the full batches, keeping a short
+    final batch last (the idea of Hugging Face's LengthGroupedSampler). The order depends only on (seed, epoch), so a resumed run can rebuild the
     exact batches of any epoch. With ``shuffle=False`` batches are simply sorted by length (evaluation).
 
     It deliberately has no ``sampler`` attribute and no ``set_epoch`` method: Accelerate then shards
@@ -53,7 +53,10 @@ class LengthGroupedBatches:
             chunk = order[start:start + group]
             chunk = chunk[np.argsort(-self.lengths[chunk], kind="stable")]
             batches += [chunk[i:i + self.batch_size].tolist() for i in range(0, len(chunk), self.batch_size)]
-        return [batches[i] for i in rng.permutation(len(batches))]
+        # Only the last chunk can end in a short batch. It stays last: split across several processes,
+        # Accelerate yields the full batches and then the final one, and would drop a short one in between.
+        full = [b for b in batches if len(b) == self.batch_size]
+        return [full[i] for i in rng.permutation(len(full))] + [b for b in batches if len(b) < self.batch_size]
 
     def __iter__(self) -> Iterator[list[int]]:
         return iter(self.batches())

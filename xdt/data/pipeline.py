@@ -70,6 +70,12 @@ class RunData:
                  for i, d in enumerate(self.stream_targets(names))]
         return concatenate_datasets(parts)
 
+    def eval_set_names(self, source_splits: tuple[str, ...] = SPLITS[1:],
+                       target_splits: tuple[str, ...] = SPLITS[1:]) -> list[str]:
+        """The names :meth:`eval_sets` gives, without tokenising anything."""
+        return [f"source/{d.name}/{s}" for d in self.sources for s in source_splits] + \
+            [f"target/{d.name}/{s}" for d in self.targets for s in target_splits]
+
     def eval_sets(self, source_splits: tuple[str, ...] = SPLITS[1:],
                   target_splits: tuple[str, ...] = SPLITS[1:]) -> dict[str, Dataset]:
         """Labeled evaluation sets named ``role/domain/split``, for example ``target/fdu_baby/test``."""

@@ -15,8 +15,9 @@ class MetricsLog:
     this stays small): a kill never leaves a torn line.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, write: bool = True):
         self.path = Path(path)
+        self.write = write  # in data-parallel runs every process keeps the records, one writes them
         self.records: list[dict] = []
         if self.path.exists():
             self.records = [json.loads(line) for line in self.path.read_text(encoding="utf-8").splitlines() if line]
@@ -33,4 +34,5 @@ class MetricsLog:
             self._write()
 
     def _write(self) -> None:
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))
+        if self.write:
+            atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.records))

@@ -1,0 +1,110 @@
+"""``xdt report``: its numbers equal the per-run files, failed and unfinished runs stay out of the averages,
+oracle selection is flagged, and the figures are written."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+
+from conftest import run_xdt
+from xdt import selection
+from xdt.report import write_report
+from xdt.sweep import run_job
+from xdt.train import train
+
+PAIR = "syn_books→syn_kitchen"
+
+
+@pytest.fixture(scope="module")
+def runs_folder(tmp_path_factory, cache_dir) -> Path:
+    """erm and coral x 2 seeds (finished), one failed job and one cut-off copy."""
+    from conftest import DATA_DIR, compose_config
+
+    folder = tmp_path_factory.mktemp("runs")
+    base = ["debug=smoke", f"cache_dir={cache_dir}", f"data_dir={DATA_DIR}", "target_domain=[syn_kitchen]",
+            "max_steps=12", "eval_interval=4"]
+    for strategy in ("erm", "coral"):
+        for seed in (0, 1):
+            train(compose_config([*base, f"strategy={strategy}", f"seed={seed}"]), folder / f"{strategy}-{seed}")
+    run_job(compose_config([*base, "optimizer.lr=-1"]), folder / "broken")
+    shutil.copytree(folder / "erm-0", folder / "cut-off")
+    for name in ("done", "metrics.json"):
+        (folder / "cut-off" / name).unlink()
+    return folder
+
+
+def read_csv(path: Path) -> dict[str, dict]:
+    with open(path, newline="", encoding="utf-8") as file:
+        return {row["strategy"]: row for row in csv.DictReader(file) if row["pair"] == PAIR}
+
+
+def test_report_equals_the_metrics_files(runs_folder, tmp_path):
+    report = write_report(runs_folder, out_dir=tmp_path)
+    rows = read_csv(tmp_path / "report.csv")
+    for strategy in ("erm", "coral"):
+        values = [json.loads((runs_folder / f"{strategy}-{seed}" / "metrics.json").read_text())
+                  ["metrics"]["target/syn_kitchen/test"]["accuracy"] for seed in (0, 1)]
+        assert float(rows[strategy]["target_mean"]) == pytest.approx(statistics.mean(values), abs=1e-6)
+        assert float(rows[strategy]["target_std"]) == pytest.approx(statistics.stdev(values), abs=1e-6)
+        assert rows[strategy]["n"] == "2" and rows[strategy]["seeds"] == "0 1"
+    assert report.rows == ["erm", "coral"]
+    assert report.gain("coral") == pytest.approx(
+        float(rows["coral"]["target_mean"]) - float(rows["erm"]["target_mean"]), abs=1e-5)
+    left_out = {run.path.name: why for run, why in report.left_out}
+    assert set(left_out) == {"broken", "cut-off"}
+    assert "optimizer.lr=-1 is not valid" in left_out["broken"] and left_out["cut-off"].startswith("unfinished")
+    text = (tmp_path / "report.md").read_text()
+    assert "best source validation accuracy" in text and "## Not averaged in" in text
+
+
+def test_a_criterion_is_applied_to_the_records_after_the_fact(runs_folder, tmp_path):
+    write_report(runs_folder, criterion="entropy", out_dir=tmp_path)
+    rows = read_csv(tmp_path / "report.csv")
+    expected = []
+    for seed in (0, 1):
+        lines = (runs_folder / f"erm-{seed}" / "metrics.jsonl").read_text().splitlines()
+        chosen = selection.select([json.loads(line) for line in lines], "entropy")
+        expected.append(chosen["eval"]["target/syn_kitchen/test"]["accuracy"])
+    assert float(rows["erm"]["target_mean"]) == pytest.approx(statistics.mean(expected), abs=1e-6)
+    assert rows["erm"]["selection"] == "entropy"
+
+
+def test_oracle_selection_is_flagged(runs_folder, tmp_path):
+    write_report(runs_folder, criterion="target_oracle", out_dir=tmp_path)
+    assert "ORACLE SELECTION: target labels chose these checkpoints" in (tmp_path / "report.md").read_text()
+
+
+def test_figures_are_png_images(runs_folder, tmp_path):
+    write_report(runs_folder, out_dir=tmp_path)
+    figures = sorted(p.name for p in tmp_path.glob("*.png"))
+    assert figures == ["learning_curves_syn_books-to-syn_kitchen.png", "transfer_matrix_coral.png",
+                       "transfer_matrix_erm.png"]
+    for name in figures:
+        data = (tmp_path / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+def test_report_command_names_a_missing_folder(tmp_path):
+    result = run_xdt("report", str(tmp_path / "nowhere"), cwd=tmp_path)
+    assert result.returncode != 0 and "nowhere is not a folder" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_diagnostics_sit_next_to_the_measured_gap(runs_folder, tmp_path):
+    write_report(runs_folder, out_dir=tmp_path, diagnose=True)
+    text = (tmp_path / "report.md").read_text()
+    row = next(line for line in text.splitlines() if line.startswith(f"| {PAIR} |") and "±" not in line)
+    pad, jaccard, oov, gap = (float(cell) for cell in row.strip("|").split("|")[1:5])
+    assert 0.5 < pad <= 2.0 and 0 < jaccard < 1 and 0 < oov < 1  # books and kitchen share some words, not all
+    assert gap == pytest.approx(json_mean_source_minus_target(runs_folder), abs=1e-3)
+
+
+def json_mean_source_minus_target(folder: Path) -> float:
+    results = [json.loads((folder / f"erm-{seed}" / "metrics.json").read_text())["metrics"] for seed in (0, 1)]
+    return statistics.mean(m["source/syn_books/test"]["accuracy"] for m in results) - \
+        statistics.mean(m["target/syn_kitchen/test"]["accuracy"] for m in results)

@@ -1,0 +1,121 @@
+"""The figures of ``xdt report``: learning curves per domain pair and transfer matrices per strategy."""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xdt.report import Report
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display on servers and CI
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("→", "-to-")).strip("_")
+
+
+def _curve(runs, key: str, metric: str) -> tuple[list[int], list[float]]:
+    """Mean over runs of ``eval[key][metric]`` at each step any of them evaluated."""
+    at_step: dict[int, list[float]] = defaultdict(list)
+    for run in runs:
+        for record in run.records:
+            value = record["eval"].get(key, {}).get(metric)
+            if value is not None:
+                at_step[record["step"]].append(value)
+    steps = sorted(at_step)
+    return steps, [statistics.mean(at_step[s]) for s in steps]
+
+
+def learning_curves(report: Report, out: Path) -> list[Path]:
+    """Per pair: source validation and target test metric against step, one line per strategy (mean over seeds)."""
+    plt = _pyplot()
+    written = []
+    for pair in report.pairs:
+        sources, target = pair.split("→")
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+        for row in report.rows:
+            runs = [r for r in report.runs[row] if "+".join(r.sources) == sources and target in r.targets]
+            if not runs:
+                continue
+            source_curves = [_curve(runs, f"source/{s}/validation", report.metric) for s in runs[0].sources]
+            steps = source_curves[0][0]
+            if steps:
+                values = [statistics.mean(c[1][i] for c in source_curves) for i in range(len(steps))]
+                left.plot(steps, values, marker="o", label=row)
+            steps, values = _curve(runs, f"target/{target}/test", report.metric)
+            if steps:
+                right.plot(steps, values, marker="o", label=row)
+        left.set_title(f"source validation ({sources})")
+        right.set_title(f"target test ({target})")
+        for axis in (left, right):
+            axis.set_xlabel("step")
+            axis.grid(alpha=0.3)
+        left.set_ylabel(report.metric)
+        for axis in (left, right):
+            if axis.get_legend_handles_labels()[0]:
+                axis.legend(fontsize="small", loc="best")
+            else:
+                axis.text(0.5, 0.5, "not scored during training\n(runs made with track_targets=false)",
+                          ha="center", va="center", transform=axis.transAxes)
+        figure.suptitle(f"{pair}: mean over seeds at every evaluation")
+        figure.tight_layout()
+        path = out / f"learning_curves_{slug(pair)}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written
+
+
+def transfer_matrix(report: Report, row: str) -> tuple[list[str], list[str], dict[tuple[str, str], float]]:
+    """Single-source runs of ``row``: sources x domains, target test metric off the diagonal and the
+    source's own test metric (in-domain) on it."""
+    values: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (cell_row, pair), cell in report.cells.items():
+        sources, target = pair.split("→")
+        if cell_row == row and "+" not in sources:
+            values[(sources, target)].extend(cell.target)
+            values[(sources, sources)].extend(cell.source)
+    means = {key: statistics.mean(v) for key, v in values.items() if v}
+    sources = sorted({s for s, _ in means})
+    columns = sources + sorted({t for _, t in means} - set(sources))
+    return sources, columns, means
+
+
+def transfer_matrices(report: Report, out: Path) -> list[Path]:
+    plt = _pyplot()
+    written = []
+    for row in report.rows:
+        sources, columns, means = transfer_matrix(report, row)
+        if not means:
+            continue
+        grid = [[means.get((s, t), float("nan")) for t in columns] for s in sources]
+        figure, axis = plt.subplots(figsize=(1.2 * len(columns) + 3, 0.8 * len(sources) + 2))
+        image = axis.imshow(grid, cmap="viridis", vmin=min(means.values()), vmax=max(means.values()))
+        axis.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
+        axis.set_yticks(range(len(sources)), sources)
+        axis.set_xlabel("evaluated on (test split)")
+        axis.set_ylabel("trained on")
+        for i, source in enumerate(sources):
+            for j, column in enumerate(columns):
+                if (source, column) in means:
+                    axis.text(j, i, f"{means[(source, column)]:.3f}", ha="center", va="center",
+                              color="white" if means[(source, column)] < statistics.mean(means.values()) else "black")
+        figure.colorbar(image, ax=axis, label=report.metric)
+        axis.set_title(f"{row}: transfer matrix (diagonal: in-domain)")
+        figure.tight_layout()
+        path = out / f"transfer_matrix_{slug(row)}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        written.append(path)
+    return written

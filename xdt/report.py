@@ -1,0 +1,306 @@
+"""``xdt report <folder>``: the tables and plots of every run below a folder.
+
+Rows are strategies (with their PEFT method, and with the settings that differ between runs of the
+same strategy, such as ``optimizer.lr=0.0005``), columns are source -> target pairs and their average,
+cells are the target test metric's mean ± standard deviation over seeds. Every number comes from the
+evaluation that one model-selection criterion picks (``xdt.selection``), named in the caption. Only
+finished runs are averaged; failed and unfinished ones are listed on their own.
+
+Writes into ``<folder>/report/``: ``report.md``, ``report.csv`` (one line per strategy and pair),
+``learning_curves_<pair>.png`` and ``transfer_matrix_<strategy>.png``; prints the table with rich.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import statistics
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.table import Table as RichTable
+
+from xdt import plots, selection
+from xdt.checkpoint import atomic_write_text
+from xdt.console import console
+from xdt.errors import XdtError
+from xdt.metrics import METRIC_NAMES
+from xdt.runs import Run, find_runs
+
+ARROW = "→"
+
+
+@dataclass
+class Cell:
+    """The runs of one (row, pair): their scores at the selected evaluation."""
+
+    target: list[float] = field(default_factory=list)
+    source: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    wall: list[float] = field(default_factory=list)
+    step_seconds: list[float] = field(default_factory=list)
+    selected_steps: list[int] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.mean(self.target)
+
+    @property
+    def std(self) -> float:
+        return statistics.stdev(self.target) if len(self.target) > 1 else 0.0
+
+
+@dataclass
+class Report:
+    criterion: str
+    metric: str
+    rows: list[str]
+    pairs: list[str]
+    cells: dict[tuple[str, str], Cell]
+    erm_rows: dict[str, str]  # row -> the ERM row it is compared with (same model)
+    left_out: list[tuple[Run, str]]  # runs not averaged in, and why
+    runs: dict[str, list[Run]]  # row -> finished runs
+
+    def average(self, row: str) -> float | None:
+        """Mean over pairs of the row's cell means; None unless the row has every pair."""
+        cells = [self.cells.get((row, pair)) for pair in self.pairs]
+        return statistics.mean(c.mean for c in cells) if cells and all(cells) else None
+
+    def gain(self, row: str) -> float | None:
+        erm = self.erm_rows.get(row)
+        mine, reference = self.average(row), self.average(erm) if erm else None
+        return None if mine is None or reference is None else mine - reference
+
+    def step_ratio(self, row: str) -> float | None:
+        """Mean over pairs of seconds per step relative to the ERM row's, on the same pair."""
+        erm = self.erm_rows.get(row)
+        ratios = [statistics.mean(self.cells[(row, p)].step_seconds) / statistics.mean(self.cells[(erm, p)].step_seconds)
+                  for p in self.pairs if (row, p) in self.cells and (erm, p) in self.cells
+                  and self.cells[(row, p)].step_seconds and self.cells[(erm, p)].step_seconds]
+        return statistics.mean(ratios) if ratios else None
+
+    def caption(self) -> str:
+        text = (f"Target test {self.metric} of the checkpoint chosen by {selection.describe(self.criterion, self.metric)}; "
+                f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
+                f"gain = average minus ERM's average with the same model.")
+        if self.criterion == "target_oracle":
+            text += (" ORACLE SELECTION: target labels chose these checkpoints, so the numbers are optimistic upper "
+                     "bounds, not estimates of transfer.")
+        return text
+
+
+def selected_scores(run: Run, criterion: str, metric: str) -> tuple[dict[str, dict], int]:
+    """Scores of every evaluation set at the evaluation ``criterion`` picks, and its step.
+
+    A finished run that used ``criterion`` itself reports its final metrics.json; otherwise the
+    criterion is applied to its metrics.jsonl records.
+    """
+    own = run.result.get("selection", {}) if run.result else {}
+    if own.get("criterion") == criterion and own.get("metric", metric) == metric:
+        return run.result["metrics"], run.result["selected_step"]
+    record = selection.select(run.records, criterion, metric)
+    return record["eval"], record["step"]
+
+
+def row_labels(runs: list[Run]) -> dict[Path, str]:
+    """The row of each run: [model/]strategy[+peft][ key=value ...] for the settings that vary in its group."""
+    several_models = len({r.model for r in runs}) > 1
+    groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
+    for run in runs:
+        groups[(run.model, run.strategy)].append(run)
+    labels = {}
+    for (model, strategy), members in groups.items():
+        settings = [m.settings() for m in members]
+        keys = sorted({k for s in settings for k in s})
+        varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+        for run, values in zip(members, settings):
+            label = f"{model}/{strategy}" if several_models else strategy
+            suffix = " ".join(f"{k}={values.get(k)}" for k in varying)
+            labels[run.path] = f"{label} {suffix}" if suffix else label
+    return labels
+
+
+def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "accuracy") -> Report:
+    selection.check(criterion)
+    left_out = [(r, r.error or "failed") for r in runs if r.status == "failed"]
+    left_out += [(r, f"unfinished: {len(r.records)} evaluations, last at step "
+                     f"{r.records[-1]['step'] if r.records else 0} of {r.config.get('max_steps')}")
+                 for r in runs if r.status == "unfinished"]
+    finished = [r for r in runs if r.status == "finished"]
+    labels = row_labels(finished)
+    cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
+    by_row: dict[str, list[Run]] = defaultdict(list)
+    for run in finished:
+        try:
+            scores, step = selected_scores(run, criterion, metric)
+        except XdtError as error:
+            left_out.append((run, str(error)))
+            continue
+        by_row[labels[run.path]].append(run)
+        sources = [scores.get(f"source/{s}/test", {}).get(metric) for s in run.sources]
+        for target in run.targets:
+            value = scores.get(f"target/{target}/test", {}).get(metric)
+            if value is None:
+                left_out.append((run, f"no target/{target}/test scores at step {step} (run it with track_targets=true)"))
+                continue
+            cell = cells[(labels[run.path], f"{'+'.join(run.sources)}{ARROW}{target}")]
+            cell.target.append(value)
+            cell.seeds.append(run.seed)
+            cell.selected_steps.append(step)
+            if None not in sources:
+                cell.source.append(statistics.mean(sources))
+            cell.wall.append(run.result["wall_time_s"])
+            cell.step_seconds.append(run.result["train_time_s"] / max(run.result["steps"], 1))
+    rows = sorted(by_row, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
+    pairs = sorted({pair for _, pair in cells})
+    erm_rows = {}
+    for row in rows:
+        model = by_row[row][0].model
+        erm = [r for r in rows if by_row[r][0].model == model and by_row[r][0].strategy == "erm"]
+        if len(erm) == 1:  # with several ERM variants the reference would be a guess
+            erm_rows[row] = erm[0]
+    return Report(criterion, metric, rows, pairs, dict(cells), erm_rows, left_out, dict(by_row))
+
+
+def _fmt(value: float | None, sign: bool = False, digits: int = 3) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.{digits}f}" if sign else f"{value:.{digits}f}"
+
+
+def main_table(report: Report) -> list[list[str]]:
+    lines = [["strategy", *report.pairs, "average", "gain over ERM"]]
+    for row in report.rows:
+        cells = [report.cells.get((row, p)) for p in report.pairs]
+        lines.append([row, *(f"{c.mean:.3f} ± {c.std:.3f} ({len(c.target)})" if c else "-" for c in cells),
+                      _fmt(report.average(row)), _fmt(report.gain(row), sign=True)])
+    return lines
+
+
+def cost_table(report: Report) -> list[list[str]]:
+    lines = [["strategy", *(f"{p} source" for p in report.pairs), "wall s", "s/step", "s/step vs ERM"]]
+    for row in report.rows:
+        cells = [report.cells.get((row, p)) for p in report.pairs]
+        present = [c for c in cells if c]
+        lines.append([row, *(_fmt(statistics.mean(c.source)) if c and c.source else "-" for c in cells),
+                      f"{statistics.mean(w for c in present for w in c.wall):.0f}",
+                      f"{statistics.mean(s for c in present for s in c.step_seconds):.2f}",
+                      f"{report.step_ratio(row):.2f}x" if report.step_ratio(row) is not None else "-"])
+    return lines
+
+
+def markdown(lines: list[list[str]]) -> str:
+    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
+    return "\n".join(out) + "\n"
+
+
+def csv_text(report: Report) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["strategy", "pair", "selection", "metric", "n", "seeds", "target_mean", "target_std",
+                     "source_mean", "selected_steps", "wall_s_mean", "s_per_step_mean"])
+    for (row, pair), cell in sorted(report.cells.items()):
+        writer.writerow([row, pair, report.criterion, report.metric, len(cell.target),
+                         " ".join(map(str, cell.seeds)), f"{cell.mean:.6f}", f"{cell.std:.6f}",
+                         f"{statistics.mean(cell.source):.6f}" if cell.source else "",
+                         " ".join(map(str, cell.selected_steps)), f"{statistics.mean(cell.wall):.2f}",
+                         f"{statistics.mean(cell.step_seconds):.4f}"])
+    return buffer.getvalue()
+
+
+def left_out_table(report: Report, folder: Path) -> list[list[str]]:
+    lines = [["run", "strategy", "seed", "why it is not averaged in"]]
+    for run, why in report.left_out:
+        lines.append([str(run.path.relative_to(folder)) if run.path.is_relative_to(folder) else str(run.path),
+                      run.strategy, str(run.seed), why.splitlines()[0] if why else "failed"])
+    return lines
+
+
+def domain_texts(run: Run, role: str) -> dict[str, list[str]]:
+    """Train and unlabeled text of each of a run's source or target domains, from its saved config."""
+    from omegaconf import OmegaConf
+
+    from xdt.data.domains import load_group
+
+    domains = load_group(OmegaConf.create(run.config[role]), role)
+    return {d.name: list(d.train["text"]) + list(d.unlabeled["text"]) for d in domains}
+
+
+def shift_table(report: Report) -> list[list[str]]:
+    """Per pair: proxy A-distance and vocabulary overlap (xdt.diagnose) next to ERM's measured gap."""
+    from xdt.diagnose import pair_diagnostics
+
+    texts: dict[str, list[str]] = {}
+    lines = [["pair", "proxy A-distance", "vocabulary Jaccard", "target OOV rate", "ERM gap (source - target)"]]
+    for pair in report.pairs:
+        sources, target = pair.split(ARROW)
+        run = next(r for runs in report.runs.values() for r in runs
+                   if "+".join(r.sources) == sources and target in r.targets)
+        for role in ("source_domain", "target_domain"):
+            for name, domain in domain_texts(run, role).items():
+                texts.setdefault(name, domain)
+        figures = pair_diagnostics([t for s in sources.split("+") for t in texts[s]], texts[target])
+        erm = report.cells.get(("erm", pair))
+        gap = statistics.mean(erm.source) - erm.mean if erm and erm.source else None
+        lines.append([pair, f"{figures['proxy_a_distance']:.3f}", f"{figures['vocab_jaccard']:.3f}",
+                      f"{figures['target_oov_rate']:.3f}", _fmt(gap)])
+    return lines
+
+
+def write_report(folder: str | Path, criterion: str = "source_val", metric: str = "accuracy",
+                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
+    """Build the report of every run below ``folder`` and write its files; returns the report."""
+    folder = Path(folder).expanduser().resolve()
+    runs = find_runs(folder)
+    report = build_report(runs, criterion, metric)
+    out = Path(out_dir) if out_dir else folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.learning_curves(report, out) + plots.transfer_matrices(report, out)
+    text = [f"# xdt report: {folder}\n", report.caption() + "\n", markdown(main_table(report)),
+            "\nSource test accuracy at the same checkpoints, wall time per run, and training seconds per step "
+            "(from each run's own clock: compare only runs made under the same load).\n",
+            markdown(cost_table(report))]
+    if diagnose:
+        text += ["\n## Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
+                 "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
+                 "at the same checkpoints as above.\n", markdown(shift_table(report))]
+    if report.left_out:
+        text += ["\n## Not averaged in\n", markdown(left_out_table(report, folder))]
+    text += ["\n## Figures\n", "".join(f"- `{f.name}`\n" for f in figures)]
+    atomic_write_text(out / "report.md", "\n".join(text))
+    atomic_write_text(out / "report.csv", csv_text(report))
+    show(report, folder)
+    console.print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures")
+    return report
+
+
+def show(report: Report, folder: Path) -> None:
+    lines = main_table(report)
+    table = RichTable(title=f"xdt report {folder}", title_justify="left", caption=report.caption(),
+                      caption_justify="left")
+    for i, header in enumerate(lines[0]):
+        table.add_column(header, justify="left" if i == 0 else "right")
+    for line in lines[1:]:
+        table.add_row(*line)
+    console.print(table)
+    if report.left_out:
+        console.print(f"[yellow]{len(report.left_out)} run(s) not averaged in (failed, unfinished or "
+                      f"missing scores): see report.md")
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="xdt report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("folder", type=Path, help="a run, a sweep, or any folder of them")
+    parser.add_argument("--selection", default="source_val", choices=list(selection.CRITERIA),
+                        help="model-selection criterion applied to every run (default: source_val)")
+    parser.add_argument("--metric", default="accuracy", choices=list(METRIC_NAMES),
+                        help="metric to report and select on (default: accuracy)")
+    parser.add_argument("--out", type=Path, default=None, help="where to write (default: <folder>/report)")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="add proxy A-distance and vocabulary overlap per pair (loads every domain's text)")
+    args = parser.parse_args(argv)
+    write_report(args.folder, args.selection, args.metric, args.out, args.diagnose)
