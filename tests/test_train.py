@@ -40,13 +40,15 @@ def test_tiny_run_writes_every_file_and_domain(smoke, tmp_path):
     saved = read_json(run / "metrics.json")
     assert set(saved["metrics"]) == expected and saved == json.loads(json.dumps(result))
     for metrics in saved["metrics"].values():
-        assert set(metrics) == {"accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc"}
+        assert set(metrics) == {"accuracy", "f1_macro", "precision_macro", "recall_macro", "roc_auc", "entropy", "im"}
     gap = saved["metrics"]["source/syn_books/test"]["accuracy"] - saved["metrics"]["target/syn_dvd/test"]["accuracy"]
     assert saved["transfer_gap"]["syn_dvd"] == pytest.approx(gap)
     assert saved["selection"]["criterion"] == "source_val" and saved["steps"] == 12
     assert saved["wall_time_s"] > 0 and saved["train_samples_per_s"] > 0
     lines = records(run)
     assert [r["step"] for r in lines] == [6, 12]
+    assert set(lines[0]["eval"]) == expected  # every split scored at every evaluation (track_targets)
+    assert saved["metrics"] == next(r["eval"] for r in lines if r["step"] == saved["selected_step"])
     assert {"strategy", "model", "seed", "sources", "targets", "train", "eval", "selection"} <= set(lines[0])
     assert lines[0]["strategy"] == "erm" and lines[0]["sources"] == ["syn_books"]
     for name in ("best", "last"):

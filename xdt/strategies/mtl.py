@@ -29,7 +29,7 @@ class MultiTask(Strategy):
     name = "mtl"
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), domain_heads: bool = True,
-                 mlm_weight: float = 0.5, mlm_on_source: bool = True, mask_probability: float = 0.15):
+                 mlm_weight: float = 0.5, mlm_on_source: bool = False, mask_probability: float = 0.15):
         super().__init__(model, context)
         hidden, labels = model.encoder.config.hidden_size, model.head.out_features
         self.domain_heads = (nn.ModuleList(nn.Linear(hidden, labels) for _ in range(context.num_sources))
