@@ -21,6 +21,13 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("→", "-to-")).strip("_")
 
@@ -58,22 +65,17 @@ def learning_curves(report: Report, out: Path) -> list[Path]:
                 right.plot(steps, values, marker="o", label=row)
         left.set_title(f"source validation ({sources})")
         right.set_title(f"target test ({target})")
+        left.set_ylabel(report.metric)
         for axis in (left, right):
             axis.set_xlabel("step")
             axis.grid(alpha=0.3)
-        left.set_ylabel(report.metric)
-        for axis in (left, right):
             if axis.get_legend_handles_labels()[0]:
                 axis.legend(fontsize="small", loc="best")
             else:
                 axis.text(0.5, 0.5, "not scored during training\n(runs made with track_targets=false)",
                           ha="center", va="center", transform=axis.transAxes)
         figure.suptitle(f"{pair}: mean over seeds at every evaluation")
-        figure.tight_layout()
-        path = out / f"learning_curves_{slug(pair)}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out / f"learning_curves_{slug(pair)}.png"))
     return written
 
 
@@ -113,9 +115,5 @@ def transfer_matrices(report: Report, out: Path) -> list[Path]:
                               color="white" if means[(source, column)] < statistics.mean(means.values()) else "black")
         figure.colorbar(image, ax=axis, label=report.metric)
         axis.set_title(f"{row}: transfer matrix (diagonal: in-domain)")
-        figure.tight_layout()
-        path = out / f"transfer_matrix_{slug(row)}.png"
-        figure.savefig(path, dpi=110)
-        plt.close(figure)
-        written.append(path)
+        written.append(_save(plt, figure, out / f"transfer_matrix_{slug(row)}.png"))
     return written

@@ -219,14 +219,17 @@ def left_out_table(report: Report, folder: Path) -> list[list[str]]:
     return lines
 
 
-def domain_texts(run: Run, role: str) -> dict[str, list[str]]:
-    """Train and unlabeled text of each of a run's source or target domains, from its saved config."""
+def add_domain_texts(texts: dict[str, list[str]], run: Run) -> None:
+    """Train and unlabeled text of each of a run's domains not yet in ``texts``, from its saved config."""
     from omegaconf import OmegaConf
 
-    from xdt.data.domains import load_group
+    from xdt.data.domains import load_domain
 
-    domains = load_group(OmegaConf.create(run.config[role]), role)
-    return {d.name: list(d.train["text"]) + list(d.unlabeled["text"]) for d in domains}
+    for role in ("source_domain", "target_domain"):
+        for name, node in (run.config.get(role) or {}).items():
+            if name not in texts:
+                domain = load_domain(name, OmegaConf.create(node), f"{role}.{name}")
+                texts[name] = list(domain.train["text"]) + list(domain.unlabeled["text"])
 
 
 def shift_table(report: Report) -> list[list[str]]:
@@ -239,9 +242,7 @@ def shift_table(report: Report) -> list[list[str]]:
         sources, target = pair.split(ARROW)
         run = next(r for runs in report.runs.values() for r in runs
                    if "+".join(r.sources) == sources and target in r.targets)
-        for role in ("source_domain", "target_domain"):
-            for name, domain in domain_texts(run, role).items():
-                texts.setdefault(name, domain)
+        add_domain_texts(texts, run)
         figures = pair_diagnostics([t for s in sources.split("+") for t in texts[s]], texts[target])
         erm = report.cells.get(("erm", pair))
         gap = statistics.mean(erm.source) - erm.mean if erm and erm.source else None

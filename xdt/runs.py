@@ -14,6 +14,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from xdt.errors import XdtError
+from xdt.metrics.log import MetricsLog
 
 DONE, FAILED = "done", "failed"
 # Config keys that never make two runs different experiments (where files live, how a run is resumed,
@@ -94,9 +95,7 @@ def _read_json(path: Path) -> dict | None:
 
 def read_run(folder: Path) -> Run:
     config = OmegaConf.to_container(OmegaConf.load(folder / "config.yaml"), resolve=False)
-    lines = (folder / "metrics.jsonl").read_text(encoding="utf-8").splitlines() \
-        if (folder / "metrics.jsonl").exists() else []
-    records = [json.loads(line) for line in lines if line.strip()]
+    records = MetricsLog(folder / "metrics.jsonl", write=False).records
     result = _read_json(folder / "metrics.json") if (folder / DONE).exists() else None
     error = (folder / FAILED).read_text(encoding="utf-8").strip() if (folder / FAILED).exists() else None
     return Run(folder, config, records, result, error)
