@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 from conftest import CONFIG_DIR, DATA_DIR, compose_config
 from xdt.config import instantiate
 from xdt.data.domains import KINDS
+from xdt.data.shots import domain_entries
 
 GROUPS = ["model", "source_domain", "target_domain", "strategy", "optimizer", "hardware", "debug", "experiment"]
 
@@ -38,7 +39,8 @@ def test_option_composes_and_resolves(group, option):
     cfg = compose_config([f"{group}={option}", f"data_dir={DATA_DIR}", *REQUIRED.get((group, option), [])])
     resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
     if group in ("source_domain", "target_domain"):
-        assert list(resolved[group]) == [option]  # a domain is filed under its own name
+        # a domain is filed under its own name (target_domain also holds the shots setting)
+        assert [name for name, _ in domain_entries(resolved[group], group)] == [option]
         assert resolved[group][option]["kind"] in KINDS
     if group == "model":
         assert resolved["model"]["name"] == option
@@ -79,4 +81,5 @@ def test_model_name_or_path_overrides_any_model():
 def test_default_is_minilm_on_synthetic_data_on_cpu():
     cfg = compose_config([])
     assert cfg.model.name == "minilm" and cfg.strategy._target_.endswith("ERM") and cfg.hardware.device == "cpu"
-    assert all(d.kind == "synthetic" for d in [*cfg.source_domain.values(), *cfg.target_domain.values()])
+    domains = [d for role in ("source_domain", "target_domain") for _, d in domain_entries(cfg[role], role)]
+    assert len(domains) == 3 and all(d.kind == "synthetic" for d in domains) and cfg.target_domain.shots == 0

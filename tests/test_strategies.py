@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import random
@@ -9,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from transformers import BartConfig, BartForConditionalGeneration
 
 from conftest import CONFIG_DIR, compose_config
 from xdt import checkpoint
+from xdt.data.shots import domain_entries
 from xdt.evaluate import evaluate_run
 from xdt.models import load_tokenizer, mask_tokens
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
@@ -71,7 +74,8 @@ def initial_weights(cfg, num_sources: int = 1) -> dict[str, torch.Tensor]:
     """The weights ``train`` starts from: same seed, same construction order."""
     set_seed(int(cfg.seed))
     tokenizer = load_tokenizer(cfg.model)
-    context = StrategyContext.of(tokenizer, num_sources=num_sources, num_targets=len(cfg.get("target_domain") or {}))
+    targets = domain_entries(cfg.get("target_domain"))  # its domains, not the shots setting beside them
+    context = StrategyContext.of(tokenizer, num_sources=num_sources, num_targets=len(targets))
     strategy = build_strategy(cfg, tokenizer, 2, context, int(cfg.max_steps))
     return {k: v.clone() for k, v in strategy.state_dict().items()}
 
@@ -296,6 +300,89 @@ def test_dropout_override_reaches_encoder_and_head(smoke):
     assert strategy.model.encoder.config.hidden_dropout_prob == 0.0
     assert strategy.model.encoder.config.attention_probs_dropout_prob == 0.0
     assert strategy.model.dropout.p == 0.0
+
+
+# ---- meta-learning: the meta-gradient each strategy hands the loop ----------------------------------------
+
+REVIEWS = (["great pan , works well", "broke in a week , awful", "lovely lid and sturdy", "cheap and flimsy junk"],
+           [1, 0, 1, 0])
+
+
+def sgd_copy(strategy, batch, steps: int, lr: float):
+    """The classifier after ``steps`` plain SGD steps on ``batch``, computed the obvious way."""
+    model = copy.deepcopy(strategy.model)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=lr)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        F.cross_entropy(model(batch["input_ids"], batch["attention_mask"]), batch["labels"]).backward()
+        optimizer.step()
+    return model
+
+
+def meta_gradient(strategy, batch) -> dict[str, torch.Tensor]:
+    strategy.zero_grad()
+    loss, _ = strategy(batch)
+    loss.backward()
+    return {n: p.grad.clone() for n, p in strategy.model.named_parameters() if p.requires_grad}
+
+
+def test_reptile_gradient_points_from_the_adapted_weights_back_to_the_start(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=reptile", "model.dropout=0", "strategy.inner_steps=3",
+                                        "strategy.inner_lr=0.1", "strategy.meta_batch_size=1")
+    batch = batch_of(tokenizer, *REVIEWS)  # one domain: one task, the whole batch
+    adapted = dict(sgd_copy(strategy, batch, 3, 0.1).named_parameters())
+    gradient = meta_gradient(strategy, batch)
+    for name, p in strategy.model.named_parameters():
+        expected = (p.detach() - adapted[name].detach()) / (0.1 * 3)
+        assert torch.allclose(gradient[name], expected, atol=1e-5), name
+    assert any(g.abs().sum() > 0 for g in gradient.values())
+
+
+def test_fomaml_gradient_is_the_query_gradient_at_the_adapted_weights(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=maml", "model.dropout=0", "strategy.inner_steps=2",
+                                        "strategy.inner_lr=0.1", "strategy.meta_batch_size=1")
+    batch = batch_of(tokenizer, *REVIEWS)
+    support = {k: v[:2] for k, v in batch.items()}
+    query = {k: v[2:] for k, v in batch.items()}
+    adapted = sgd_copy(strategy, support, 2, 0.1)
+    adapted.zero_grad()
+    F.cross_entropy(adapted(query["input_ids"], query["attention_mask"]), query["labels"]).backward()
+    gradient = meta_gradient(strategy, batch)
+    for name, p in adapted.named_parameters():
+        assert torch.allclose(gradient[name], p.grad, atol=1e-5), name
+
+
+@pytest.mark.parametrize("meta", ["reptile", "maml"])
+def test_a_meta_step_changes_the_weights_and_differs_from_an_erm_step(meta, smoke):
+    texts, labels = REVIEWS
+    batch = batch_of(tokenizer := load_tokenizer(smoke().model), texts * 2, labels * 2, [0, 0, 0, 0, 1, 1, 1, 1])
+
+    def one_step(strategy_name: str) -> dict[str, torch.Tensor]:
+        set_seed(0)
+        strategy, _ = tiny_strategy(smoke, f"strategy={strategy_name}", "model.dropout=0", num_sources=2)
+        start = {k: v.clone() for k, v in strategy.state_dict().items()}
+        optimizer = torch.optim.SGD(strategy.parameters(), lr=0.5)
+        loss, terms = strategy(batch)
+        assert torch.isfinite(loss) and torch.isclose(loss, terms.get("query", terms["classification"]))
+        loss.backward()
+        optimizer.step()
+        after = strategy.state_dict()
+        assert any(not torch.equal(start[k], after[k]) for k in start), "the step changed nothing"
+        return after
+
+    meta_weights, erm_weights = one_step(meta), one_step("erm")
+    assert any(not torch.allclose(meta_weights[k], erm_weights[k], atol=1e-6) for k in meta_weights)
+
+
+def test_meta_tasks_are_the_domains_of_the_batch():
+    from xdt.strategies._meta import domain_tasks, halves
+
+    batch = {"labels": torch.arange(7), "domain": torch.tensor([0, 1, 0, 2, 1, 0, 1])}
+    tasks = domain_tasks(batch, count=5)
+    assert sorted(sorted(t["labels"].tolist()) for t in tasks) == [[0, 2, 5], [1, 4, 6]]  # domain 2 has one row
+    assert len(domain_tasks(batch, count=1)) == 1
+    support, query = halves(tasks[0])
+    assert len(support["labels"]) + len(query["labels"]) == 3 and len(support["labels"]) == 1
 
 
 # ---- the designed shift: feature alignment has something to fix ----------------------------------------

@@ -21,11 +21,12 @@ USAGE = """usage: xdt <command> [overrides ...]
 
 commands:
   train   fine-tune on source domain(s), evaluate on target domain(s)   (xdt train --help)
+  pretrain  language-model (masked or causal) training on domain text, perplexity per domain (xdt pretrain --help)
   eval    re-evaluate a saved run on any domain: xdt eval run_dir=<run folder> [target_domain=<name>]
   report  tables and plots of every run below a folder: xdt report <folder> [--selection CRITERION]
 
 Overrides are Hydra's: group=option (model=tiny), key=value (max_steps=200), -m for sweeps.
-Resume a stopped run with: xdt train resume=<run folder>
+Resume a stopped run with: xdt train resume=<run folder>  (xdt pretrain resume=<run folder>)
 """
 
 
@@ -54,23 +55,32 @@ def _train(cfg: DictConfig) -> float:
 
 
 @_config_errors_as_messages
+def _pretrain(cfg: DictConfig) -> float:
+    """Returns minus the best source validation loss: the objective of sweeps (higher is better)."""
+    from xdt.pretrain import pretrain
+
+    result = pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))
+    return -result["selection"]["value"]
+
+
+@_config_errors_as_messages
 def _eval(cfg: DictConfig) -> None:
     from xdt.evaluate import evaluate_run
 
     evaluate_run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-COMMANDS = {"train": _train, "eval": _eval}
+COMMANDS = {"train": _train, "pretrain": _pretrain, "eval": _eval}
 
 
-def _resume_overrides(overrides: list[str]) -> list[str]:
+def _resume_overrides(command: str, overrides: list[str]) -> list[str]:
     """``resume=<run>`` continues in that folder, and Hydra must not write its files over the run's."""
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
     if not resume:
         return overrides
     others = [o for o in overrides if not o.startswith(("resume=", "hydra.", "-"))]
     if others:
-        sys.exit(f"xdt train resume={resume[-1]} continues the saved configuration; other overrides "
+        sys.exit(f"xdt {command} resume={resume[-1]} continues the saved configuration; other overrides "
                  f"({' '.join(others)}) would not be applied, so remove them")
     return [*overrides, f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
 
@@ -90,8 +100,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"xdt report: {error}")
     if command not in COMMANDS:
         sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'report'])} (see xdt --help)")
-    if command == "train":
-        overrides = _resume_overrides(overrides)
+    if command in ("train", "pretrain"):
+        overrides = _resume_overrides(command, overrides)
     sys.argv = [f"xdt {command}", *overrides]
     hydra.main(config_path=CONFIG_DIR, config_name=command, version_base="1.3")(COMMANDS[command])()
 

@@ -92,7 +92,7 @@ def check_training_settings(cfg: DictConfig) -> None:
         positive(cfg, "max_grad_norm", float)
     choices = {"lr_schedule": ("linear", "constant"), "selection": tuple(CRITERIA)}
     for key, allowed in choices.items():
-        if cfg[key] not in allowed:
+        if key in cfg and cfg[key] not in allowed:  # xdt pretrain has no selection setting
             raise XdtError(f"{key}={cfg[key]!r} is not valid: choose one of {', '.join(allowed)}")
     if not cfg.get("source_domain"):
         raise XdtError("no source domain selected: pass source_domain=<name>")

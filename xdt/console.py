@@ -50,3 +50,20 @@ def print_summary(result: dict, title: str) -> None:
     console.print(table)
     for line in lines:
         console.print(line)
+
+
+def print_lm_summary(result: dict, title: str) -> None:
+    """One row per (role, domain, split): perplexity and token accuracy, at the start and at the chosen step."""
+    table = Table(title=title, title_justify="left")
+    for header in ("set", "perplexity", "token acc", "start perplexity", "start token acc", "tokens"):
+        table.add_column(header, justify="left" if header == "set" else "right", no_wrap=header == "set")
+    start = result.get("start_metrics") or {}
+    for name, metrics in result["metrics"].items():
+        before = start.get(name, {})
+        table.add_row(name, f"{metrics['perplexity']:.2f}", _cell(metrics["token_accuracy"]),
+                      "-" if "perplexity" not in before else f"{before['perplexity']:.2f}",
+                      _cell(before.get("token_accuracy")), str(metrics["tokens"]))
+    console.print(table)
+    console.print(f"{result['objective']} objective; checkpoint of step {result['selected_step']} of {result['steps']}, "
+                  f"chosen by the lowest source validation loss; start = before training; wall time "
+                  f"{result['wall_time_s']} s, {result['train_tokens_per_s']} train tokens/s.")

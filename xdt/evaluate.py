@@ -12,8 +12,9 @@ from accelerate import Accelerator
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
 
-from xdt import checkpoint
+from xdt import checkpoint, quantize
 from xdt.config import instantiate
 from xdt.console import print_summary
 from xdt.data.batching import Collator, make_loader
@@ -23,7 +24,7 @@ from xdt.hardware import make_accelerator
 from xdt.metrics import classification_metrics
 from xdt.models import rebuild_classifier
 from xdt.selection import unsupervised_scores
-from xdt.strategies.base import StrategyContext
+from xdt.strategies.base import Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,29 @@ def _checkpoint_folder(run_dir: Path, which: str) -> Path:
     return folder.resolve()
 
 
+def _rebuild_strategy(run_dir: Path, run_cfg: DictConfig,
+                      folder: Path) -> tuple[Strategy, PreTrainedTokenizerBase, list[str]]:
+    """The strategy of a saved run with the weights of checkpoint ``folder``, and the run's tokenizer and labels."""
+    # AdaLoRA needs a schedule length to be built; evaluation never steps it, so any valid value does.
+    model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model,
+                                                       total_steps=int(run_cfg.max_steps or 1000))
+    context = StrategyContext.load(run_dir / "model" / "strategy_context.json", tokenizer)
+    strategy = instantiate(run_cfg.strategy, "strategy", model=model, context=context)
+    checkpoint.load_weights(strategy, folder)
+    return strategy, tokenizer, label_names
+
+
 def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     """``xdt eval``: rebuild a saved run's model from its own files and evaluate it.
 
     Evaluates the run's source validation/test splits and the target domains given in
     ``target_domain`` (default: the run's own targets), and writes ``metrics.json`` into ``out_dir``.
+    With ``quantize=dynamic_int8`` it also evaluates an int8 copy of the model and adds a ``quantized``
+    entry (see :mod:`xdt.quantize`); the fp32 metrics stay those of a plain evaluation.
     """
     if not cfg.get("run_dir"):
         raise XdtError("xdt eval needs run_dir=<folder of a training run>")
+    method = quantize.requested_method(cfg)
     run_dir = Path(cfg.run_dir).expanduser()
     config_file = run_dir / "config.yaml"
     if not config_file.is_file():
@@ -91,22 +107,26 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     run_cfg = OmegaConf.load(config_file)
     folder = _checkpoint_folder(run_dir, cfg.checkpoint)
     accelerator = make_accelerator(cfg.hardware)
-    # AdaLoRA needs a schedule length to be built; evaluation never steps it, so any valid value does.
-    model, tokenizer, label_names = rebuild_classifier(run_dir / "model", run_cfg.model,
-                                                       total_steps=int(run_cfg.max_steps or 1000))
-    context = StrategyContext.load(run_dir / "model" / "strategy_context.json", tokenizer)
-    strategy = instantiate(run_cfg.strategy, "strategy", model=model, context=context)
-    checkpoint.load_weights(strategy, folder)
+    strategy, tokenizer, label_names = _rebuild_strategy(run_dir, run_cfg, folder)
     targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.get("target_domain")
     data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length, cfg.cache_dir,
                          label_names=label_names, max_examples=run_cfg.max_examples)
     strategy.to(accelerator.device)  # evaluation computes no gradients, so no DDP wrapper is needed
     loaders = eval_loaders(data.eval_sets(), cfg.eval_batch_size, Collator(tokenizer.pad_token_id), accelerator)
-    metrics = evaluate(strategy, loaders, accelerator)
+    quantized = None
+    if method is None:
+        metrics = evaluate(strategy, loaders, accelerator)
+    else:
+        metrics, quantized = quantize.compare(strategy, lambda module: evaluate(module, loaders, accelerator),
+                                              method, cfg.get("quantize_repeats", 1))
     result = {"run_dir": str(run_dir), "checkpoint": folder.name, "step": int(folder.name.split("-")[1]),
               "strategy": strategy.name, "model": run_cfg.model.get("name"), "seed": run_cfg.seed,
               "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
+    if quantized is not None:
+        result["quantized"] = quantized
     if accelerator.is_main_process:
         checkpoint.atomic_write_json(Path(out_dir) / "metrics.json", result)
         print_summary(result, title=f"xdt eval {run_dir} ({folder.name})")
+        if quantized is not None:
+            quantize.print_comparison(metrics, quantized)
     return result

@@ -71,13 +71,34 @@ class SequenceClassifier(nn.Module):
             adapters.update_and_allocate(step)
 
 
+PRETRAINED = "pretrained"  # the folder of a pretraining run that holds its final model, in Hugging Face format
+
+
+def init_folder(cfg: DictConfig) -> Path | None:
+    """The Hugging Face folder ``model.init_from`` points at: a pretraining run's ``pretrained/``
+    (``xdt pretrain`` writes it) or any folder holding a saved model."""
+    if not cfg.get("init_from"):
+        return None
+    given = Path(str(cfg.init_from)).expanduser()
+    folder = given / PRETRAINED if (given / PRETRAINED).is_dir() else given
+    if not (folder / "config.json").is_file():
+        hint = " (that pretraining run has not finished)" if (given / "config.yaml").is_file() else ""
+        raise XdtError(f"model.init_from={cfg.init_from}: no saved model there (neither {PRETRAINED}/config.json "
+                       f"nor config.json){hint}")
+    return folder.resolve()
+
+
+
 def load_tokenizer(cfg: DictConfig) -> PreTrainedTokenizerBase:
-    """The tokenizer of ``model.name_or_path`` (for random-init models: the vocabulary they use)."""
+    """The tokenizer of ``model.init_from`` if set, else of ``model.name_or_path`` (for random-init
+    models: the vocabulary they use)."""
+    folder = init_folder(cfg)
+    source = folder or cfg.name_or_path
     try:
-        tokenizer = AutoTokenizer.from_pretrained(cfg.name_or_path, trust_remote_code=bool(cfg.trust_remote_code),
-                                                  revision=cfg.get("revision"))
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=bool(cfg.trust_remote_code),
+                                                  revision=None if folder else cfg.get("revision"))
     except (OSError, ValueError) as error:
-        raise XdtError(f"model.name_or_path={cfg.name_or_path!r}: could not load its tokenizer ({error})") from None
+        raise XdtError(f"model.name_or_path={source!r}: could not load its tokenizer ({error})") from None
     if tokenizer.pad_token is None:  # decoder vocabularies (GPT-2) ship without one
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -98,7 +119,10 @@ DROPOUT_FIELDS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropou
 def encoder_config(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
     """The Hugging Face config of the encoder to build: ``model.random_init`` or the pretrained one's,
     with every dropout rate set to ``model.dropout`` when that is given."""
-    if cfg.get("random_init"):
+    folder = init_folder(cfg)
+    if folder is not None:
+        config = AutoConfig.from_pretrained(folder, trust_remote_code=bool(cfg.trust_remote_code))
+    elif cfg.get("random_init"):
         spec = OmegaConf.to_container(cfg.random_init, resolve=True)
         model_type = spec.pop("model_type", "bert")
         config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
@@ -117,20 +141,24 @@ def encoder_config(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase) -> Pretr
 
 
 def build_encoder(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, pretrained: bool = True) -> PreTrainedModel:
-    """The encoder: pretrained weights from ``model.name_or_path``, or random init from ``model.random_init``.
+    """The encoder: weights from ``model.init_from`` (a pretraining run) or ``model.name_or_path``, or
+    random init from ``model.random_init``.
 
     ``pretrained=False`` builds the same architecture without loading weights (to load a checkpoint
     into). ``trust_remote_code`` is passed only as the user set it (default false).
     """
     config = encoder_config(cfg, tokenizer)
     remote = bool(cfg.trust_remote_code)
-    if cfg.get("random_init") or not pretrained:
+    source = init_folder(cfg)
+    if not pretrained or (source is None and cfg.get("random_init")):
         return _drop_pooler(AutoModel.from_config(config, trust_remote_code=remote))
     try:
-        encoder = AutoModel.from_pretrained(cfg.name_or_path, config=config, trust_remote_code=remote,
-                                            revision=cfg.get("revision"))
+        encoder = AutoModel.from_pretrained(source or cfg.name_or_path, config=config, trust_remote_code=remote,
+                                            revision=None if source else cfg.get("revision"))
     except (OSError, ValueError) as error:
-        raise XdtError(f"model.name_or_path={cfg.name_or_path!r}: could not load its weights ({error})") from None
+        raise XdtError(f"model weights from {source or cfg.name_or_path}: could not load them ({error})") from None
+    if source is not None:
+        log.info("encoder weights from %s", source)
     return _drop_pooler(encoder)
 
 
@@ -166,7 +194,7 @@ def build_classifier(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, num_la
 def frozen_weights_rebuildable(cfg: DictConfig) -> bool:
     """Whether weights that do not train can be rebuilt from ``model.name_or_path`` (PEFT on a pretrained
     encoder), so checkpoints can leave them out; a random-init encoder's frozen weights cannot."""
-    return (cfg.get("peft") or "none") != "none" and not cfg.get("random_init")
+    return (cfg.get("peft") or "none") != "none" and (not cfg.get("random_init") or bool(cfg.get("init_from")))
 
 
 def max_input_length(config: PretrainedConfig) -> int | None:
@@ -248,14 +276,17 @@ class MaskedLMHead(nn.Module):
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, probability: float, mask_token_id: int,
-                special_token_ids: tuple[int, ...], vocab_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+                special_token_ids: tuple[int, ...], vocab_size: int,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT's masking (Devlin et al., NAACL 2019): choose ``probability`` of the real tokens; of those,
-    80% become the mask token, 10% a random token, 10% stay. Returns (inputs, labels with -100 elsewhere)."""
-    maskable = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_token_ids, device=input_ids.device))
-    chosen = maskable & (torch.rand(input_ids.shape, device=input_ids.device) < probability)
+    80% become the mask token, 10% a random token, 10% stay. Returns (inputs, labels with -100 elsewhere).
+    A ``generator`` makes the masks repeatable (evaluation masks the same tokens every time)."""
+    device = input_ids.device
+    maskable = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_token_ids, device=device))
+    chosen = maskable & (torch.rand(input_ids.shape, generator=generator, device=device) < probability)
     labels = torch.where(chosen, input_ids, torch.full_like(input_ids, -100))
-    draw = torch.rand(input_ids.shape, device=input_ids.device)
+    draw = torch.rand(input_ids.shape, generator=generator, device=device)
     inputs = torch.where(chosen & (draw < 0.8), torch.full_like(input_ids, mask_token_id), input_ids)
-    random_tokens = torch.randint(vocab_size, input_ids.shape, device=input_ids.device)
+    random_tokens = torch.randint(vocab_size, input_ids.shape, generator=generator, device=device)
     inputs = torch.where(chosen & (draw >= 0.8) & (draw < 0.9), random_tokens, inputs)
     return inputs, labels

@@ -224,9 +224,10 @@ def add_domain_texts(texts: dict[str, list[str]], run: Run) -> None:
     from omegaconf import OmegaConf
 
     from xdt.data.domains import load_domain
+    from xdt.data.shots import domain_entries
 
     for role in ("source_domain", "target_domain"):
-        for name, node in (run.config.get(role) or {}).items():
+        for name, node in domain_entries(run.config.get(role), role):
             if name not in texts:
                 domain = load_domain(name, OmegaConf.create(node), f"{role}.{name}")
                 texts[name] = list(domain.train["text"]) + list(domain.unlabeled["text"])

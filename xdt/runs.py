@@ -13,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from xdt.data.shots import SHOTS_KEY, domain_entries
 from xdt.errors import XdtError
 from xdt.metrics.log import MetricsLog
 
@@ -21,7 +22,7 @@ DONE, FAILED = "done", "failed"
 # what is logged), and the keys that rows and columns already name.
 NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "target_domain", "hardware",
                 "eval_batch_size", "log_interval", "track_targets", "debug", "experiment", "model.name",
-                "model.peft", "model.name_or_path")
+                "model.peft", "model.name_or_path", "model.init_from")
 
 
 @dataclass
@@ -60,7 +61,7 @@ class Run:
 
     @property
     def targets(self) -> list[str]:
-        return _domain_names(self.config.get("target_domain"))
+        return [name for name, _ in domain_entries(self.config.get("target_domain"))]
 
     def settings(self) -> dict[str, object]:
         """The run's config flattened to dotted keys, less the keys that never make two experiments differ."""
@@ -73,6 +74,8 @@ class Run:
             elif not any(prefix == f"{key}." or prefix.startswith(f"{key}.") for key in NOT_SETTINGS):
                 flat[prefix[:-1]] = tuple(map(str, node)) if isinstance(node, list) else node
         walk(self.config, "")
+        # target_domain is left out above, but few-shot runs (target_domain.shots) are different experiments.
+        flat[f"target_domain.{SHOTS_KEY}"] = int((self.config.get("target_domain") or {}).get(SHOTS_KEY) or 0)
         return flat
 
 
@@ -110,6 +113,7 @@ def find_runs(folder: str | Path) -> list[Run]:
     # xdt eval writes metrics.json but no config.yaml of its own, and Hydra's .hydra/config.yaml is skipped above.
     runs = [read_run(p) for p in found if (p / "metrics.jsonl").exists() or (p / "model").exists()
             or (p / FAILED).exists()]
+    runs = [r for r in runs if "strategy" in r.config]  # xdt pretrain runs (a pipeline's first stage) are not rows
     if not runs:
         raise XdtError(f"no xdt training runs below {folder} (a run folder holds config.yaml and metrics.jsonl)")
     return runs

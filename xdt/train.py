@@ -35,6 +35,7 @@ from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
 from xdt.hardware import make_accelerator
 from xdt.metrics.log import MetricsLog
+from xdt.pipeline import pretrain_first
 from xdt.models import build_classifier, count_parameters, frozen_weights_rebuildable, load_tokenizer, \
     max_input_length, save_model_files
 from xdt.regularization import L2SP
@@ -64,6 +65,8 @@ class LoopState:
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run the experiment ``cfg`` in ``run_dir`` (or continue ``cfg.resume``); return the final metrics."""
     run_dir = shared_run_dir(Path(cfg.resume or run_dir).expanduser(), cfg.hardware)
+    if cfg.get("pretrain") and not cfg.resume and not cfg.model.get("init_from"):
+        cfg = pretrain_first(cfg, run_dir)  # DAPT/TAPT: the pretraining stage, in its own folder inside this one
     cfg = open_run(cfg, run_dir, write=PartialState().is_main_process)
     with log_to_file(run_dir / "train.log"):
         try:
@@ -216,13 +219,15 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     tokenizer = load_tokenizer(cfg.model)
     with accelerator.main_process_first():  # the first process fills the tokenisation cache
         data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length),
-                             cfg.cache_dir, max_examples=cfg.max_examples)
+                             cfg.cache_dir, max_examples=cfg.max_examples, seed=int(cfg.seed),
+                             shots=OmegaConf.select(cfg, "target_domain.shots", default=0))
     if cfg.selection in selection.NEEDS_TARGETS and not data.targets:
         raise XdtError(f"selection={cfg.selection} reads target domains, but no target_domain is selected")
     # batch_size is the global batch: with N processes each step splits one batch N ways.
-    batches_per_epoch = math.ceil(sum(len(d.train) for d in data.sources) / int(cfg.batch_size))
+    batches_per_epoch = math.ceil(data.num_train_rows / int(cfg.batch_size))
     max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * batches_per_epoch))
-    context = StrategyContext.of(tokenizer, len(data.sources), len(data.stream_targets(cfg.unlabeled_targets)))
+    # Target shots are labeled training domains of their own, so domain-aware strategies count them as sources.
+    context = StrategyContext.of(tokenizer, data.num_labeled_domains, len(data.stream_targets(cfg.unlabeled_targets)))
     strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
     collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
     source_loader, target_loader = train_loaders(cfg, data, strategy, collator, accelerator)
@@ -241,7 +246,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
         context.save(run_dir / "model" / "strategy_context.json")
 
     describe = {"strategy": unwrapped.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
-                "seed": int(cfg.seed),
+                "seed": int(cfg.seed), "shots": data.shots,
                 "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", write=accelerator.is_main_process)
     session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler, metrics_log, describe,
@@ -393,6 +398,14 @@ def recorded_scores(records: list[dict], step: int, names: list[str]) -> dict[st
     return {name: record["eval"][name] for name in names}
 
 
+def pretraining_time(init_from: Path) -> float | None:
+    """Wall seconds of the ``xdt pretrain`` run the weights came from (None for other model folders)."""
+    metrics = init_from / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8")).get("wall_time_s")
+
+
 def finish(session: Session, state: LoopState, data: RunData, collator: Collator, stopped_early: bool) -> dict:
     """Reload the selected checkpoint, evaluate every split of every domain, write metrics.json and done."""
     cfg, run_dir, accelerator = session.cfg, session.run_dir, session.accelerator
@@ -413,6 +426,9 @@ def finish(session: Session, state: LoopState, data: RunData, collator: Collator
               "train_samples_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
               "parameters": {"trainable": trainable, "total": total},
               "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
+    if cfg.model.get("init_from"):
+        result["init_from"] = cfg.model.init_from
+        result["pretrain_wall_time_s"] = pretraining_time(Path(cfg.model.init_from))
     if cfg.selection == "target_oracle":
         result["warning"] = ORACLE_WARNING
         log.warning(ORACLE_WARNING)

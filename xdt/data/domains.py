@@ -20,6 +20,7 @@ from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
 from xdt.data import readers, synthetic
+from xdt.data.shots import domain_entries
 from xdt.errors import XdtError
 
 log = logging.getLogger(__name__)
@@ -300,10 +301,9 @@ def load_domain(name: str, node: DictConfig, key: str, max_examples: int | None 
 
 
 def load_group(group: DictConfig | None, role: str, max_examples: int | None = None) -> list[RawDomain]:
-    """Every domain selected in ``source_domain`` or ``target_domain`` (a mapping name -> config)."""
-    if not group:
-        return []
-    return [load_domain(name, node, f"{role}.{name}", max_examples) for name, node in group.items()]
+    """Every domain selected in ``source_domain`` or ``target_domain`` (a mapping name -> config;
+    the reserved key ``shots`` is a setting, not a domain)."""
+    return [load_domain(name, node, f"{role}.{name}", max_examples) for name, node in domain_entries(group, role)]
 
 
 def _label_order(label: str) -> tuple:

@@ -1,9 +1,14 @@
-"""A run's data: source and target domains loaded, labels mapped to shared ids, text tokenised (cached)."""
+"""A run's data: source and target domains loaded, labels mapped to shared ids, text tokenised (cached).
+
+With ``target_domain.shots=k`` (see :mod:`xdt.data.shots`) the labeled training rows also hold k
+examples per class of each target domain's train split, each target as one more training domain.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import datasets
 from datasets import Dataset, concatenate_datasets
@@ -12,6 +17,7 @@ from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
 from xdt.data.domains import SPLITS, RawDomain, label_space, load_group
+from xdt.data.shots import check_shots, draw_all
 from xdt.data.tokenize import tokenize
 from xdt.errors import XdtError
 
@@ -33,24 +39,42 @@ class RunData:
     tokenizer: PreTrainedTokenizerBase
     max_length: int
     cache_dir: str | Path
+    shots: int = 0  # target_domain.shots: labeled examples per class taken from each target's train split
+    target_shots: list[Dataset] = field(default_factory=list)  # per target, its shot rows; [] when shots=0
     _tokenized: dict = field(default_factory=dict, repr=False)
 
     @property
     def num_labels(self) -> int:
         return len(self.label_names)
 
+    @property
+    def num_labeled_domains(self) -> int:
+        """Domains of the labeled training rows: the sources, then each target that gave shots."""
+        return len(self.sources) + len(self.target_shots)
+
+    @property
+    def num_train_rows(self) -> int:
+        """Rows of :meth:`source_train` (an epoch), known without tokenising."""
+        return sum(len(d.train) for d in self.sources) + sum(len(s) for s in self.target_shots)
+
     def _tokens(self, domain: RawDomain, split: str) -> Dataset:
-        key = (domain.key, split)
+        return self._encoded((domain.key, split), getattr(domain, split), labeled=split != "unlabeled")
+
+    def _encoded(self, key: tuple[str, str], data: Dataset, labeled: bool) -> Dataset:
+        """``data`` tokenised (labels as ids when ``labeled``), kept under ``key`` for the run."""
         if key not in self._tokenized:
-            data = getattr(domain, split)
-            if split != "unlabeled":
+            if labeled:
                 data = encode_labels(data, self.label_names)
             self._tokenized[key] = tokenize(data, self.tokenizer, self.max_length, self.cache_dir)
         return self._tokenized[key]
 
     def source_train(self) -> Dataset:
-        """Labeled train rows of every source domain, with a ``domain`` column (its index in ``sources``)."""
+        """Labeled training rows with a ``domain`` column: every source's train split (domain = its index
+        in ``sources``), then any target shots (domain = ``len(sources)`` + the target's index)."""
         parts = [self._tokens(d, "train").add_column("domain", [i] * len(d.train)) for i, d in enumerate(self.sources)]
+        for i, (target, shots) in enumerate(zip(self.targets, self.target_shots)):
+            rows = self._encoded((target.key, "shots"), shots, labeled=True)
+            parts.append(rows.add_column("domain", [len(self.sources) + i] * len(shots)))
         return concatenate_datasets(parts)
 
     def stream_targets(self, names: list[str] | None = None) -> list[RawDomain]:
@@ -86,11 +110,13 @@ class RunData:
 
 def load_run_data(source_cfg: DictConfig | None, target_cfg: DictConfig | None, tokenizer: PreTrainedTokenizerBase,
                   max_length: int, cache_dir: str | Path, label_names: list[str] | None = None,
-                  max_examples: int | None = None) -> RunData:
+                  max_examples: int | None = None, shots: Any = 0, seed: int = 0) -> RunData:
     """Load the configured domains and check their labels agree.
 
     ``label_names`` fixes the label ids (``xdt eval`` passes the saved run's); otherwise the first
     source domain's sorted labels define them. ``max_examples`` caps every split of every domain.
+    ``shots`` (the ``target_domain.shots`` setting, checked here) labeled examples per class of each
+    target's train split, drawn with ``seed``, join the training rows; ``xdt eval`` leaves it at 0.
     """
     datasets.disable_progress_bars()  # xdt logs what it loads; per-map bars would drown the log
     sources = load_group(source_cfg, "source_domain", max_examples)
@@ -102,4 +128,6 @@ def load_run_data(source_cfg: DictConfig | None, target_cfg: DictConfig | None, 
                 raise XdtError(f"label sets differ: the saved run was trained on labels {label_names} but "
                                f"{domain.key} has {sorted(domain.labels())}")
         names = list(label_names)
-    return RunData(sources, targets, names, tokenizer, max_length, cache_dir)
+    shots = check_shots(shots, targets)
+    target_shots = draw_all(targets, names, shots, seed, first_index=len(sources)) if shots else []
+    return RunData(sources, targets, names, tokenizer, max_length, cache_dir, shots, target_shots)
