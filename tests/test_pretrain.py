@@ -17,6 +17,7 @@ from xdt.errors import XdtError
 from xdt.models import build_classifier, load_tokenizer
 from xdt.pretrain import pretrain
 from xdt.runs import find_runs
+from xdt.sweep import _same_config
 from xdt.train import train
 
 
@@ -82,6 +83,7 @@ def test_pipeline_pretrains_then_fine_tunes_in_two_folders(smoke, tmp_path):
     assert f"init_from: {stage.resolve()}" in saved
     assert result["init_from"] == str(stage.resolve()) and result["pretrain_wall_time_s"] == pre["wall_time_s"]
     assert [r.path for r in find_runs(tmp_path)] == [tmp_path / "run"]  # the stage is not a row of a report
+    assert _same_config(cfg, tmp_path / "run" / "config.yaml")  # a re-launched sweep knows the job as its own
 
 
 def test_cut_off_pretraining_resumes_to_the_same_result(lm_smoke, tmp_path):

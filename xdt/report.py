@@ -151,7 +151,8 @@ def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "
             cell.selected_steps.append(step)
             if None not in sources:
                 cell.source.append(statistics.mean(sources))
-            cell.wall.append(run.result["wall_time_s"])
+            # A run fine-tuned after its own pretraining stage (DAPT/TAPT) costs both.
+            cell.wall.append(run.result["wall_time_s"] + (run.result.get("pretrain_wall_time_s") or 0.0))
             cell.step_seconds.append(run.result["train_time_s"] / max(run.result["steps"], 1))
     rows = sorted(by_row, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
     pairs = sorted({pair for _, pair in cells})
@@ -262,7 +263,8 @@ def write_report(folder: str | Path, criterion: str = "source_val", metric: str 
     out.mkdir(parents=True, exist_ok=True)
     figures = plots.learning_curves(report, out) + plots.transfer_matrices(report, out)
     text = [f"# xdt report: {folder}\n", report.caption() + "\n", markdown(main_table(report)),
-            "\nSource test accuracy at the same checkpoints, wall time per run, and training seconds per step "
+            "\nSource test accuracy at the same checkpoints, wall time per run (with its pretraining stage, if any), "
+            "and fine-tuning seconds per step "
             "(from each run's own clock: compare only runs made under the same load).\n",
             markdown(cost_table(report))]
     if diagnose:

@@ -46,6 +46,8 @@ def _same_config(cfg: DictConfig, config_file: Path) -> bool:
     wanted = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_NAMES:
         saved.pop(key, None), wanted.pop(key, None)
+    if wanted.get("pretrain") and not wanted["model"].get("init_from"):
+        saved["model"]["init_from"] = None  # the pipeline set it to the job's own pretraining stage
     return saved == wanted
 
 
