@@ -146,3 +146,14 @@ def test_help_lists_commands_and_config_groups(tmp_path):
     assert "fdu_apparel" in groups.stdout and "minilm" in groups.stdout
     unknown = run_xdt("fit", cwd=tmp_path)
     assert unknown.returncode != 0 and "unknown command 'fit'" in unknown.stderr
+
+
+@pytest.mark.parametrize("folder", ["outputs/multi/3_seed=1,strategy=dann", "runs/it's [here] (v2)"])
+def test_folders_named_like_sweep_jobs_pass_through_the_command_line(folder):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from xdt.cli import _quote_paths
+
+    parsed = OverridesParser.create().parse_overrides(_quote_paths([f"run_dir={folder}", "seed=1,2"]))
+    assert parsed[0].value() == folder
+    assert parsed[1].is_sweep_override()  # other values keep Hydra's meaning

@@ -73,6 +73,22 @@ def _eval(cfg: DictConfig) -> None:
 COMMANDS = {"train": _train, "pretrain": _pretrain, "eval": _eval}
 
 
+PATH_KEYS = ("run_dir", "resume", "model.init_from", "hydra.run.dir")  # one folder each, never swept
+HYDRA_SPECIAL = set("=,[]{}()'\" ")
+
+
+def _quote_paths(overrides: list[str]) -> list[str]:
+    """Quote folder values that Hydra's override grammar would split: sweep job folders are named like
+    ``3_seed=1,strategy=dann``, and ``xdt eval run_dir=<that folder>`` must just work."""
+    quoted = []
+    for override in overrides:
+        key, sep, value = override.partition("=")
+        if sep and key.lstrip("+~") in PATH_KEYS and value[:1] not in ("'", '"') and HYDRA_SPECIAL & set(value):
+            value = "'" + value.replace("'", "\\'") + "'"
+        quoted.append(f"{key}{sep}{value}")
+    return quoted
+
+
 def _resume_overrides(command: str, overrides: list[str]) -> list[str]:
     """``resume=<run>`` continues in that folder, and Hydra must not write its files over the run's."""
     resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
@@ -102,6 +118,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'report'])} (see xdt --help)")
     if command in ("train", "pretrain"):
         overrides = _resume_overrides(command, overrides)
+    overrides = _quote_paths(overrides)
     sys.argv = [f"xdt {command}", *overrides]
     hydra.main(config_path=CONFIG_DIR, config_name=command, version_base="1.3")(COMMANDS[command])()
 
