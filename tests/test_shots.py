@@ -22,6 +22,7 @@ from xdt.errors import XdtError
 from xdt.evaluate import evaluate_run
 from xdt.report import row_labels
 from xdt.runs import Run, read_run
+from xdt.strategies._meta import MetaStrategy
 from xdt.train import train
 
 SIZES = {"kind": "synthetic", "train_size": 120, "validation_size": 40, "test_size": 40, "unlabeled_size": 30}
@@ -164,10 +165,32 @@ def test_smoke_run_with_shots_records_them(smoke, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records and all(r["shots"] == 4 for r in records)
     log = (run / "train.log").read_text()
-    assert "few-shot: 4 labeled examples per class (8 in all) from the train split of target syn_kitchen" in log
+    assert "few-shot: 4 labeled examples per class (8 in all) drawn from the train split of target syn_kitchen" in log
     assert "272 source examples" in log  # 256 syn_books rows (debug=smoke caps splits) + 4 x 2 labels x 2 targets
     assert json.loads((run / "model" / "strategy_context.json").read_text())["num_sources"] == 3
     saved = read_run(run)
     assert saved.targets == ["syn_dvd", "syn_kitchen"] and saved.settings()["target_domain.shots"] == 4
     again = evaluate_run(smoke(f"run_dir={run}", name="eval"), tmp_path / "eval")  # eval ignores shots
     assert again["metrics"] == result["metrics"]
+
+
+def test_meta_learning_keeps_the_shots_out_of_training_and_adapts_to_them(smoke, tmp_path, load, monkeypatch):
+    data = load(shots=5)
+    data.shots_in_training = False
+    assert len(data.source_train()) == data.num_train_rows == 120 and data.num_labeled_domains == 1
+    assert {name: Counter(rows["label"]) for name, rows in data.shot_sets().items()} == \
+        {"kitchen": {0: 5, 1: 5}, "dvd": {0: 5, 1: 5}}
+
+    adapted_to = []  # the shot count of every adaptation, through the real method
+    original = MetaStrategy.adapted
+    monkeypatch.setattr(MetaStrategy, "adapted", lambda self, shots: adapted_to.append(len(shots["labels"]))
+                        or original(self, shots))
+    run = tmp_path / "run"
+    result = train(smoke("strategy=reptile", "target_domain.shots=4", "max_steps=4", "eval_interval=2"), run)
+    assert "256 source examples" in (run / "train.log").read_text()  # syn_books only: no shots among them
+    assert json.loads((run / "model" / "strategy_context.json").read_text())["num_sources"] == 1
+    assert adapted_to == [8] * 4  # 4 per class x 2 labels, per target (2) per evaluation (2)
+    again = evaluate_run(smoke(f"run_dir={run}", name="eval"), tmp_path / "eval")  # adapts to the same shots
+    assert adapted_to[4:] == [8, 8] and again["metrics"] == result["metrics"]
+    with pytest.raises(XdtError, match=r"quantize=dynamic_int8: .* reptile and target_domain\.shots=4"):
+        evaluate_run(smoke(f"run_dir={run}", "quantize=dynamic_int8", name="eval"), tmp_path / "int8")

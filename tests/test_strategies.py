@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from accelerate import Accelerator
 from accelerate.utils import set_seed
 from safetensors.torch import load_file
 from transformers import BartConfig, BartForConditionalGeneration
@@ -372,6 +373,50 @@ def test_a_meta_step_changes_the_weights_and_differs_from_an_erm_step(meta, smok
 
     meta_weights, erm_weights = one_step(meta), one_step("erm")
     assert any(not torch.allclose(meta_weights[k], erm_weights[k], atol=1e-6) for k in meta_weights)
+
+
+@pytest.mark.parametrize("meta", ["reptile", "maml"])
+def test_meta_test_adaptation_is_inner_sgd_on_the_shots_and_leaves_the_strategy_alone(meta, smoke):
+    strategy, tokenizer = tiny_strategy(smoke, f"strategy={meta}", "strategy.inner_steps=2", "strategy.inner_lr=0.1")
+    strategy.eval()  # evaluation adapts in eval mode: no dropout, so the adaptation repeats exactly
+    shots = batch_of(tokenizer, *REVIEWS)
+    before = {k: v.clone() for k, v in strategy.state_dict().items()}
+    adapted = strategy.adapted(shots)
+    expected = dict(sgd_copy(strategy, shots, 2, 0.1).named_parameters())
+    for name, p in adapted.model.named_parameters():
+        assert torch.allclose(p, expected[name], atol=1e-5), name
+    assert all(torch.equal(before[k], v) for k, v in strategy.state_dict().items()), "adapted() changed the original"
+    assert strategy.adapts_to_shots and not tiny_strategy(smoke, "strategy=erm")[0].adapts_to_shots
+
+
+def test_evaluate_scores_targets_with_the_adapted_strategy_and_sources_with_the_original(smoke):
+    from xdt.evaluate import evaluate
+
+    class Constant(torch.nn.Module):
+        """Predicts class ``label`` for every row; ``adapted`` returns one that predicts class 1."""
+        adapts_to_shots = True
+
+        def __init__(self, label: int):
+            super().__init__()
+            self.label, self.adaptations = label, 0
+
+        def adapted(self, shots):
+            self.adaptations += 1
+            return Constant(1)
+
+        def predict(self, batch):
+            return F.one_hot(torch.full((len(batch["labels"]),), self.label), 2).float()
+
+    labels = torch.tensor([1, 1, 0, 1])
+    loader = [{"labels": labels}]
+    loaders = {"source/a/test": loader, "target/b/validation": loader, "target/b/test": loader}
+    accelerator = Accelerator(cpu=True)
+    strategy = Constant(0)
+    scores = evaluate(strategy, loaders, accelerator, shots={"b": {"labels": labels}})
+    assert scores["source/a/test"]["accuracy"] == 0.25
+    assert scores["target/b/validation"]["accuracy"] == scores["target/b/test"]["accuracy"] == 0.75
+    assert strategy.adaptations == 1  # once per target, not per set
+    assert evaluate(strategy, loaders, accelerator)["target/b/test"]["accuracy"] == 0.25  # no shots: no adaptation
 
 
 def test_meta_tasks_are_the_domains_of_the_batch():

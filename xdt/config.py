@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.errors import InstantiationException
+from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
@@ -55,6 +56,14 @@ def instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
     except InstantiationException as error:
         cause = error.__cause__ or error
         raise XdtError(f"could not build '{key}' ({node.get('_target_')}): {cause}") from error
+
+
+def target_class(node: DictConfig, key: str) -> type:
+    """The class a ``_target_`` config names, without building it (``key`` as in :func:`instantiate`)."""
+    try:
+        return get_class(node._target_)
+    except Exception as error:  # Hydra raises ImportError, ValueError or its own errors here
+        raise XdtError(f"could not build '{key}' ({node.get('_target_')}): {error}") from error
 
 
 def positive(cfg: DictConfig, key: str, kind: type = int, allow_none: bool = False) -> Any:

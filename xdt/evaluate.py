@@ -18,13 +18,13 @@ from xdt import checkpoint, quantize
 from xdt.config import instantiate
 from xdt.console import print_summary
 from xdt.data.batching import Collator, make_loader
-from xdt.data.pipeline import load_run_data
+from xdt.data.pipeline import RunData, load_run_data
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.metrics import classification_metrics
 from xdt.models import rebuild_classifier
 from xdt.selection import unsupervised_scores
-from xdt.strategies.base import Strategy, StrategyContext
+from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
 
@@ -36,18 +36,37 @@ def eval_loaders(sets: dict[str, Dataset], batch_size: int, collator: Collator,
             for name, data in sets.items()}
 
 
+def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dict[str, Batch]:
+    """Each target's few-shot examples as one batch on ``device``, keyed by target name, for strategies
+    that adapt to them before scoring (:attr:`Strategy.adapts_to_shots`)."""
+    return {name: {key: value.to(device) for key, value in collator(list(rows)).items()}
+            for name, rows in data.shot_sets().items()}
+
+
 @torch.no_grad()
-def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator) -> dict[str, dict]:
+def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
+             shots: dict[str, Batch] | None = None) -> dict[str, dict]:
     """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
-    the label-free scores that unsupervised model selection reads (prediction entropy, IM)."""
+    the label-free scores that unsupervised model selection reads (prediction entropy, IM).
+
+    ``shots`` (target name -> its labeled shots) makes each such target's sets be scored by
+    ``strategy.adapted(shots)``, adapted once per target; sources are always scored by ``strategy``.
+    """
     was_training = strategy.training
     strategy.eval()
+    adapted: dict[str, Strategy] = {}
     results = {}
     for name, loader in loaders.items():
+        role, domain = name.split("/")[:2]
+        scorer = strategy
+        if role == "target" and shots and domain in shots:
+            if domain not in adapted:
+                adapted[domain] = strategy.adapted(shots[domain])
+            scorer = adapted[domain]
         probabilities, references = [], []
         for batch in loader:
             with accelerator.autocast():
-                logits = strategy.predict(batch)
+                logits = scorer.predict(batch)
             probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
             probabilities.append(probs.cpu())
             references.append(labels.cpu())
@@ -109,13 +128,21 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     accelerator = make_accelerator(cfg.hardware)
     strategy, tokenizer, label_names = _rebuild_strategy(run_dir, run_cfg, folder)
     targets = cfg.target_domain if cfg.get("target_domain") else run_cfg.get("target_domain")
+    # A strategy that adapts to target shots adapts again here: the same k per class, drawn with the run's seed.
+    shots = OmegaConf.select(run_cfg, "target_domain.shots", default=0) if strategy.adapts_to_shots else 0
+    if shots and method is not None:
+        raise XdtError(f"quantize={method}: {run_dir} was trained with {strategy.name} and target_domain.shots="
+                       f"{shots}, which adapts the weights to each target's shots before scoring it; quantised "
+                       f"weights cannot take those SGD steps, so evaluate it without quantize")
     data = load_run_data(run_cfg.source_domain, targets, tokenizer, run_cfg.max_length, cfg.cache_dir,
-                         label_names=label_names, max_examples=run_cfg.max_examples)
+                         label_names=label_names, max_examples=run_cfg.max_examples, shots=shots,
+                         seed=int(run_cfg.seed))
     strategy.to(accelerator.device)  # evaluation computes no gradients, so no DDP wrapper is needed
-    loaders = eval_loaders(data.eval_sets(), cfg.eval_batch_size, Collator(tokenizer.pad_token_id), accelerator)
+    collator = Collator(tokenizer.pad_token_id)
+    loaders = eval_loaders(data.eval_sets(), cfg.eval_batch_size, collator, accelerator)
     quantized = None
     if method is None:
-        metrics = evaluate(strategy, loaders, accelerator)
+        metrics = evaluate(strategy, loaders, accelerator, shot_batches(data, collator, accelerator.device))
     else:
         metrics, quantized = quantize.compare(strategy, lambda module: evaluate(module, loaders, accelerator),
                                               method, cfg.get("quantize_repeats", 1))

@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from xdt import checkpoint, selection
-from xdt.config import check_training_settings, instantiate
+from xdt.config import check_training_settings, instantiate, target_class
 from xdt.console import print_summary, training_progress
 from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
 from xdt.errors import XdtError
-from xdt.evaluate import eval_loaders, evaluate, transfer_gaps
+from xdt.evaluate import eval_loaders, evaluate, shot_batches, transfer_gaps
 from xdt.hardware import make_accelerator
 from xdt.metrics.log import MetricsLog
 from xdt.pipeline import pretrain_first
@@ -184,6 +184,7 @@ class Session:
     metrics_log: MetricsLog
     describe: dict  # strategy, model, seed, domains: stamped on every record
     started: float = dataclasses.field(default_factory=time.perf_counter)
+    shots: dict | None = None  # target name -> its shot batch, for strategies that adapt to them when scoring
 
     def wall_seconds(self, state: LoopState) -> float:
         return state.wall_seconds + time.perf_counter() - self.started
@@ -226,7 +227,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     # batch_size is the global batch: with N processes each step splits one batch N ways.
     batches_per_epoch = math.ceil(data.num_train_rows / int(cfg.batch_size))
     max_steps = int(cfg.max_steps) if cfg.max_steps else max(1, math.ceil(float(cfg.epochs) * batches_per_epoch))
-    # Target shots are labeled training domains of their own, so domain-aware strategies count them as sources.
+    # Target shots are labeled training domains of their own (so domain-aware strategies count them as
+    # sources), unless the strategy keeps them out of training to adapt to them before scoring (meta-learning).
+    data.shots_in_training = not target_class(cfg.strategy, "strategy").adapts_to_shots
     context = StrategyContext.of(tokenizer, data.num_labeled_domains, len(data.stream_targets(cfg.unlabeled_targets)))
     strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
     collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
@@ -249,8 +252,9 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
                 "seed": int(cfg.seed), "shots": data.shots,
                 "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", write=accelerator.is_main_process)
+    shots = shot_batches(data, collator, accelerator.device) if data.target_shots and not data.shots_in_training else None
     session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler, metrics_log, describe,
-                      started=started)
+                      started=started, shots=shots)
     state = resume(session) if cfg.resume else LoopState()
     source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
     target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
@@ -368,7 +372,7 @@ def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def evaluate_and_save(session: Session, state: LoopState, loaders: dict, train_terms: dict) -> bool:
     """Evaluate, update selection and early stopping, log the record, checkpoint. True = stop early."""
     cfg = session.cfg
-    results = evaluate(session.strategy, loaders, session.accelerator)
+    results = evaluate(session.strategy, loaders, session.accelerator, session.shots)
     metric = cfg.selection_metric
     monitor = selection.score(results, "source_val", metric)  # early stopping never reads target labels
     select = selection.score(results, cfg.selection, metric)
@@ -414,7 +418,7 @@ def finish(session: Session, state: LoopState, data: RunData, collator: Collator
     if metrics is None:  # some sets were not scored during training: score them now, on the chosen weights
         checkpoint.load_weights(session.strategy, checkpoint.step_dir(run_dir, chosen))
         loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), collator, accelerator)
-        metrics = evaluate(session.strategy, loaders, accelerator)
+        metrics = evaluate(session.strategy, loaders, accelerator, session.shots)
     wall = session.wall_seconds(state)
     trainable, total = count_parameters(session.strategy)
     result = {**session.describe, "label_names": data.label_names,

@@ -1,7 +1,9 @@
 """A run's data: source and target domains loaded, labels mapped to shared ids, text tokenised (cached).
 
 With ``target_domain.shots=k`` (see :mod:`xdt.data.shots`) the labeled training rows also hold k
-examples per class of each target domain's train split, each target as one more training domain.
+examples per class of each target domain's train split, each target as one more training domain; for
+strategies that adapt to the shots before scoring a target instead (meta-learning), the loop sets
+``shots_in_training`` to False and reads them from :meth:`RunData.shot_sets`.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class RunData:
     cache_dir: str | Path
     shots: int = 0  # target_domain.shots: labeled examples per class taken from each target's train split
     target_shots: list[Dataset] = field(default_factory=list)  # per target, its shot rows; [] when shots=0
+    shots_in_training: bool = True  # False: the shots are an adaptation set only (see Strategy.adapts_to_shots)
     _tokenized: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -48,14 +51,19 @@ class RunData:
         return len(self.label_names)
 
     @property
+    def training_shots(self) -> list[Dataset]:
+        """The per-target shots that join the training rows: all of them, or none when they only adapt."""
+        return self.target_shots if self.shots_in_training else []
+
+    @property
     def num_labeled_domains(self) -> int:
-        """Domains of the labeled training rows: the sources, then each target that gave shots."""
-        return len(self.sources) + len(self.target_shots)
+        """Domains of the labeled training rows: the sources, then each target whose shots join them."""
+        return len(self.sources) + len(self.training_shots)
 
     @property
     def num_train_rows(self) -> int:
         """Rows of :meth:`source_train` (an epoch), known without tokenising."""
-        return sum(len(d.train) for d in self.sources) + sum(len(s) for s in self.target_shots)
+        return sum(len(d.train) for d in self.sources) + sum(len(s) for s in self.training_shots)
 
     def _tokens(self, domain: RawDomain, split: str) -> Dataset:
         return self._encoded((domain.key, split), getattr(domain, split), labeled=split != "unlabeled")
@@ -72,10 +80,15 @@ class RunData:
         """Labeled training rows with a ``domain`` column: every source's train split (domain = its index
         in ``sources``), then any target shots (domain = ``len(sources)`` + the target's index)."""
         parts = [self._tokens(d, "train").add_column("domain", [i] * len(d.train)) for i, d in enumerate(self.sources)]
-        for i, (target, shots) in enumerate(zip(self.targets, self.target_shots)):
+        for i, (target, shots) in enumerate(zip(self.targets, self.training_shots)):
             rows = self._encoded((target.key, "shots"), shots, labeled=True)
             parts.append(rows.add_column("domain", [len(self.sources) + i] * len(shots)))
         return concatenate_datasets(parts)
+
+    def shot_sets(self) -> dict[str, Dataset]:
+        """Each target's shots, tokenised, keyed by the target's name (as in ``target/<name>/<split>``)."""
+        return {target.name: self._encoded((target.key, "shots"), shots, labeled=True)
+                for target, shots in zip(self.targets, self.target_shots)}
 
     def stream_targets(self, names: list[str] | None = None) -> list[RawDomain]:
         """The target domains whose unlabeled text strategies train on: all of them, or those ``names``."""
@@ -116,7 +129,8 @@ def load_run_data(source_cfg: DictConfig | None, target_cfg: DictConfig | None, 
     ``label_names`` fixes the label ids (``xdt eval`` passes the saved run's); otherwise the first
     source domain's sorted labels define them. ``max_examples`` caps every split of every domain.
     ``shots`` (the ``target_domain.shots`` setting, checked here) labeled examples per class of each
-    target's train split, drawn with ``seed``, join the training rows; ``xdt eval`` leaves it at 0.
+    target's train split are drawn with ``seed``; they join the training rows unless the caller sets
+    ``shots_in_training`` to False (``xdt eval`` draws them only for strategies that adapt to them).
     """
     datasets.disable_progress_bars()  # xdt logs what it loads; per-map bars would drown the log
     sources = load_group(source_cfg, "source_domain", max_examples)

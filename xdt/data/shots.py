@@ -92,6 +92,7 @@ def draw_all(targets: list[RawDomain], label_names: list[str], shots: int, seed:
     """
     drawn = [draw_shots(target, label_names, shots, seed) for target in targets]
     for i, (target, rows) in enumerate(zip(targets, drawn)):
-        log.info("few-shot: %d labeled examples per class (%d in all) from the train split of target %s join "
-                 "training as domain %d", shots, len(rows), target.name, first_index + i)
+        log.info("few-shot: %d labeled examples per class (%d in all) drawn from the train split of target %s "
+                 "(training domain %d unless the strategy adapts to them instead)", shots, len(rows), target.name,
+                 first_index + i)
     return drawn

@@ -8,16 +8,24 @@ to the loop as an ordinary loss whose gradient is that meta-gradient (:func:`los
 loop's optimizer, clipping, mixed precision and data parallelism apply unchanged, so the plug-in
 contract needed no extension. A task is thus as large as its domain's share of the batch: raise
 ``batch_size`` for larger support sets.
+
+Few-shot targets (``target_domain.shots=k``) are the adaptation set of meta-testing: they stay out of
+training, and before a target is scored a copy of the meta-learned weights takes the same ``inner_steps``
+SGD steps on that target's shots (:meth:`MetaStrategy.adapted`). This is the one place the contract grew,
+for every strategy: :attr:`Strategy.adapts_to_shots` and :meth:`Strategy.adapted`, which other
+strategies leave at "mix the shots into training" and "score with yourself".
 """
 
 from __future__ import annotations
+
+import copy
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from xdt.strategies.base import Batch
+from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 Weights = dict[str, torch.Tensor]
 
@@ -79,3 +87,25 @@ def loss_with_gradient(model: nn.Module, gradient: Weights, shown: torch.Tensor)
     ``gradient[name]``: sum(p * g) has gradient g, and subtracting its own value leaves only ``shown``."""
     surrogate = sum((p * gradient[name].detach()).sum() for name, p in trainable_weights(model).items())
     return surrogate - surrogate.detach() + shown.detach()
+
+
+class MetaStrategy(Strategy):
+    """What Reptile and first-order MAML share: the inner-loop settings and meta-test adaptation."""
+
+    adapts_to_shots = True
+
+    def __init__(self, model, context: StrategyContext = StrategyContext(), inner_steps: int = 3,
+                 inner_lr: float = 5e-3, meta_batch_size: int = 2):
+        super().__init__(model, context)
+        self.inner_steps, self.inner_lr, self.meta_batch_size = int(inner_steps), float(inner_lr), int(meta_batch_size)
+
+    def adapted(self, shots: Batch) -> "MetaStrategy":
+        """A copy whose trainable weights took ``inner_steps`` SGD steps on a target's shots (all at once,
+        in the mode the strategy is in: evaluation runs in eval mode, so without dropout)."""
+        with torch.enable_grad():  # evaluation runs under no_grad; the inner steps need gradients
+            weights, _ = adapt(self.model, shots, self.inner_steps, self.inner_lr)
+        clone = copy.deepcopy(self)
+        with torch.no_grad():
+            for name, p in trainable_weights(clone.model).items():
+                p.copy_(weights[name])
+        return clone

@@ -68,6 +68,11 @@ class Strategy(nn.Module):
     #: Whether ``forward`` consumes unlabeled target batches; the loop loads them only if so.
     uses_target_data: bool = False
 
+    #: With ``target_domain.shots=k``: False, the shots join the training rows (one more labeled domain
+    #: per target); True, they stay out of training and :meth:`adapted` fits a copy of the strategy to a
+    #: target's shots before that target is scored (meta-learning's adaptation set).
+    adapts_to_shots: bool = False
+
     def __init__(self, model: SequenceClassifier, context: StrategyContext = StrategyContext()):
         super().__init__()
         self.model = model
@@ -87,6 +92,13 @@ class Strategy(nn.Module):
         schedules such as DANN's.
         """
         raise NotImplementedError
+
+    def adapted(self, shots: Batch) -> "Strategy":
+        """The strategy that scores a target domain, given that target's labeled shots (one batch).
+
+        Only called when :attr:`adapts_to_shots` is True; it must leave ``self`` unchanged.
+        """
+        return self
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """Class logits for evaluation."""

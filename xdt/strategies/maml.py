@@ -8,24 +8,21 @@ half, and the query half's cross-entropy is differentiated at the adapted weight
 query gradients is the meta-gradient the loop's optimizer applies to the shared weights (first order:
 the adaptation is not differentiated through). Helpers live in ``_meta.py``.
 
-With ``target_domain.shots=k`` the labeled target examples form one more task.
+With ``target_domain.shots=k`` the labeled target examples are the adaptation set: a copy of the
+weights takes ``inner_steps`` SGD steps on a target's shots before that target is scored.
 """
 
 from __future__ import annotations
 
 import torch
 
-from xdt.strategies._meta import adapt, domain_tasks, halves, loss_with_gradient, task_loss, trainable_weights
-from xdt.strategies.base import Batch, Strategy, StrategyContext
+from xdt.strategies._meta import (MetaStrategy, adapt, domain_tasks, halves, loss_with_gradient, task_loss,
+                                  trainable_weights)
+from xdt.strategies.base import Batch
 
 
-class FOMAML(Strategy):
+class FOMAML(MetaStrategy):
     name = "maml"
-
-    def __init__(self, model, context: StrategyContext = StrategyContext(), inner_steps: int = 3,
-                 inner_lr: float = 5e-3, meta_batch_size: int = 2):
-        super().__init__(model, context)
-        self.inner_steps, self.inner_lr, self.meta_batch_size = int(inner_steps), float(inner_lr), int(meta_batch_size)
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

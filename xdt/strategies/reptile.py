@@ -8,24 +8,20 @@ theta move towards the adapted ones: the loop's optimizer receives the meta-grad
 inner path length puts it on the scale of an ordinary gradient (with one inner step it is exactly the
 support gradient), so ``optimizer.lr`` means what it means for ERM. Helpers live in ``_meta.py``.
 
-With ``target_domain.shots=k`` the labeled target examples form one more task.
+With ``target_domain.shots=k`` the labeled target examples are the adaptation set: a copy of the
+weights takes ``inner_steps`` SGD steps on a target's shots before that target is scored.
 """
 
 from __future__ import annotations
 
 import torch
 
-from xdt.strategies._meta import adapt, domain_tasks, loss_with_gradient, trainable_weights
-from xdt.strategies.base import Batch, Strategy, StrategyContext
+from xdt.strategies._meta import MetaStrategy, adapt, domain_tasks, loss_with_gradient, trainable_weights
+from xdt.strategies.base import Batch
 
 
-class Reptile(Strategy):
+class Reptile(MetaStrategy):
     name = "reptile"
-
-    def __init__(self, model, context: StrategyContext = StrategyContext(), inner_steps: int = 3,
-                 inner_lr: float = 5e-3, meta_batch_size: int = 2):
-        super().__init__(model, context)
-        self.inner_steps, self.inner_lr, self.meta_batch_size = int(inner_steps), float(inner_lr), int(meta_batch_size)
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
