@@ -272,6 +272,29 @@ def test_fgm_perturbation_has_the_requested_norm_and_raises_the_loss(smoke):
     assert terms["adversarial"].item() > terms["classification"].item()
 
 
+def test_fgm_gradient_is_that_of_the_clean_plus_the_adversarial_loss(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=fgm", "strategy.epsilon=0.5", "strategy.weight=0.7")
+    strategy.eval()
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke", "fine"], [1, 0, 1])
+    model, ids, mask = strategy.model, source["input_ids"], source["attention_mask"]
+    weights = [p for p in strategy.parameters() if p.requires_grad]
+    # The obvious way: the embedding gradient through a zero offset, then both losses backpropagated.
+    zero = torch.zeros(*ids.shape, model.encoder.config.hidden_size, requires_grad=True)
+    clean = F.cross_entropy(model.classify(model.features(ids, mask, embedding_offset=zero)), source["labels"])
+    (direction,) = torch.autograd.grad(clean, zero, retain_graph=True)
+    offset = strategy.perturbation(model.encoder.get_input_embeddings()(ids).detach(), direction, mask)
+    adversarial = F.cross_entropy(model.classify(model.features(ids, mask, embedding_offset=offset)), source["labels"])
+    expected = torch.autograd.grad(clean + 0.7 * adversarial, weights)
+
+    loss, terms = strategy(source)
+    strategy.zero_grad()
+    loss.backward()
+    assert torch.isclose(loss, clean + 0.7 * adversarial, atol=1e-5)
+    assert torch.isclose(terms["adversarial"], adversarial, atol=1e-5)
+    for p, g in zip(weights, expected):
+        assert torch.allclose(p.grad, g, atol=1e-5)
+
+
 def test_self_training_waits_for_its_warm_up(smoke):
     strategy, tokenizer = tiny_strategy(smoke, "strategy=self_train", "strategy.threshold=0.0")
     source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])

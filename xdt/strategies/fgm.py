@@ -13,8 +13,9 @@ Loss = base loss + ``weight`` * cross-entropy on the perturbed batch.
 How it combines: ``strategy=fgm strategy@strategy.base=dann`` trains DANN (its classification and
 domain losses, target batches and all) and adds the adversarial term on the source batch; the
 perturbation follows the classification loss only, so the domain adversary does not steer it.
-Cost per step: the base strategy's, plus one backward pass to the embeddings and one more forward
-and backward pass on the source batch.
+Cost per step: two forward and two backward passes on the source batch (plus the base's other terms):
+the clean classification loss is differentiated once, for the embeddings and the weights together, and
+its weight gradient reaches the loop through a surrogate loss (as in the meta-learning strategies).
 """
 
 from __future__ import annotations
@@ -54,11 +55,21 @@ class FGM(Strategy):
             loss, terms = self.base(source, target, progress)
         finally:
             hook.remove()
-        (gradient,) = torch.autograd.grad(terms["classification"], captured[0], retain_graph=True)
+        classification = terms["classification"]
+        others = None if loss is classification else loss - classification  # the base's other terms (DANN's)
+        # One backward pass of the clean classification loss gives both the embedding gradient the
+        # perturbation needs and that loss's weight gradients; the loop receives the latter through a
+        # surrogate instead of backpropagating the clean graph a second time (0.4x ERM's step, measured).
+        weights = [p for p in self.parameters() if p.requires_grad]
+        gradient, *weight_grads = torch.autograd.grad(classification, [captured[0], *weights],
+                                                      retain_graph=others is not None, allow_unused=True)
         offset = self.perturbation(captured[0].detach(), gradient, source["attention_mask"])
         features = self.model.features(source["input_ids"], source["attention_mask"], embedding_offset=offset)
         adversarial = F.cross_entropy(self.model.classify(features), source["labels"])
-        return loss + self.weight * adversarial, {**terms, "adversarial": adversarial}
+        surrogate = sum((p * g).sum() for p, g in zip(weights, weight_grads) if g is not None)
+        clean = surrogate - surrogate.detach() + classification.detach()  # value: the loss; gradient: its gradient
+        total = clean + self.weight * adversarial + (others if others is not None else 0.0)
+        return total, {**terms, "adversarial": adversarial}
 
     def perturbation(self, embeddings: torch.Tensor, gradient: torch.Tensor,
                      attention_mask: torch.Tensor) -> torch.Tensor:
