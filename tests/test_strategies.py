@@ -24,7 +24,7 @@ from xdt.models import load_tokenizer, mask_tokens
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
 from xdt.strategies._common import coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
 from xdt.strategies.base import StrategyContext
-from xdt.train import build_strategy, train
+from xdt.train import build_strategy, param_groups, train
 
 STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
 
@@ -252,10 +252,42 @@ def test_masking_never_touches_special_or_padding_tokens():
 
 def test_fgm_on_top_of_dann(smoke, tmp_path):
     result = train(smoke("strategy=fgm", "strategy@strategy.base=dann", "target_domain=[syn_kitchen]",
-                         "max_steps=8", "eval_interval=4"), tmp_path / "run")
+                         "max_steps=8", "eval_interval=4", "lr_schedule=constant"), tmp_path / "run")
     record = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[-1])
     assert result["strategy"] == "fgm+dann"
+    state = checkpoint.load_state(checkpoint.step_dir(tmp_path / "run", 8) / "training_state.safetensors")
+    assert len({group["lr"] for group in state["optimizer"]["param_groups"]}) == 2  # DANN's discriminator rate
     assert {"classification", "domain", "adversarial"} <= set(record["train"])
+
+
+def test_dann_discriminator_trains_at_its_learning_rate_scale(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=dann", "strategy.discriminator_lr_scale=10")
+    groups = param_groups(strategy, 0.0, 1e-3, strategy.lr_scales())
+    grouped = [id(p) for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in strategy.parameters())  # each parameter exactly once
+    discriminator = {id(p) for p in strategy.discriminator.parameters()}
+    assert {id(p) for g in groups if "lr" in g for p in g["params"]} == discriminator
+    assert all(g["lr"] == pytest.approx(1e-2) for g in groups if "lr" in g)
+
+    # Adam's first step moves every weight with a gradient by about its group's learning rate.
+    strategy.train()
+    before = {name: p.detach().clone() for name, p in strategy.named_parameters()}
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
+    target = batch_of(tokenizer, ["a clinical note", "another note"])
+    loss, _ = strategy(source, target, progress=0.5)
+    loss.backward()
+    torch.optim.AdamW(groups, lr=1e-3, weight_decay=0.0).step()
+    moved = {name: (p.detach() - before[name]).abs().max().item() for name, p in strategy.named_parameters()}
+    assert max(m for n, m in moved.items() if n.startswith("discriminator.")) == pytest.approx(1e-2, rel=0.01)
+    assert max(m for n, m in moved.items() if n.startswith("model.")) == pytest.approx(1e-3, rel=0.01)
+
+
+def test_dann_in_the_loop_gives_its_discriminator_the_scaled_learning_rate(smoke, tmp_path):
+    train(smoke("strategy=dann", "strategy.discriminator_lr_scale=4", "target_domain=[syn_kitchen]",
+                "max_steps=4", "eval_interval=4", "lr_schedule=constant"), tmp_path / "run")
+    state = checkpoint.load_state(checkpoint.step_dir(tmp_path / "run", 4) / "training_state.safetensors")
+    rates = sorted({group["lr"] for group in state["optimizer"]["param_groups"]})
+    assert rates == pytest.approx([rates[0], 4 * rates[0]]) and len(rates) == 2
 
 
 def test_fgm_perturbation_has_the_requested_norm_and_raises_the_loss(smoke):

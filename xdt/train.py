@@ -16,7 +16,7 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Mapping
 
 import torch
 from accelerate import Accelerator, PartialState
@@ -146,13 +146,18 @@ class LossWindow:
         return means
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: biases and LayerNorm weights (1-d) get no weight decay."""
-    decay, no_decay = [], []
+def param_groups(module: torch.nn.Module, weight_decay: float, lr: float | None = None,
+                 lr_scales: Mapping[torch.nn.Module, float] | None = None) -> list[dict]:
+    """Decay matrices only: biases and LayerNorm weights (1-d) get no weight decay. Parameters of a module
+    in ``lr_scales`` train at ``lr`` times its scale, in groups of their own after the two base groups."""
+    scale_of = {id(param): float(scale) for sub, scale in (lr_scales or {}).items() for param in sub.parameters()}
+    groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for param in module.parameters():
         if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": float(weight_decay)}, {"params": no_decay, "weight_decay": 0.0}]
+            groups.setdefault((scale_of.get(id(param), 1.0), param.ndim >= 2), []).append(param)
+    return [{"params": params, "weight_decay": float(weight_decay) if decay else 0.0,
+             **({"lr": float(lr) * scale} if scale != 1.0 else {})}
+            for (scale, decay), params in groups.items() if params or scale == 1.0]
 
 
 def lr_schedule(optimizer, cfg: DictConfig, max_steps: int):
@@ -237,7 +242,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     samplers = [loader.batch_sampler if loader else None for loader in (source_loader, target_loader)]
 
     make_optimizer = instantiate(cfg.optimizer, "optimizer")  # a partial: parameters are given here
-    optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay))
+    optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay, cfg.optimizer.lr, strategy.lr_scales()))
     strategy, optimizer, source_loader = accelerator.prepare(strategy, optimizer, source_loader)
     if target_loader is not None:
         target_loader = accelerator.prepare(target_loader)

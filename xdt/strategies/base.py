@@ -100,6 +100,11 @@ class Strategy(nn.Module):
         """
         return self
 
+    def lr_scales(self) -> dict[nn.Module, float]:
+        """Submodules that train at a multiple of ``optimizer.lr`` (none by default): a head learning from
+        scratch beside a pretrained encoder may need to move faster than the encoder it judges."""
+        return {}
+
     def predict(self, batch: Batch) -> torch.Tensor:
         """Class logits for evaluation."""
         return self.model(batch["input_ids"], batch["attention_mask"])

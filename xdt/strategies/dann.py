@@ -6,6 +6,12 @@ between them makes the encoder learn features the discriminator cannot tell apar
 learns the source labels. The reversal scale follows lambda_p = 2 / (1 + exp(-gamma p)) - 1 over the
 training progress p, times ``weight``, so the adversary starts weak while features are still random.
 
+The discriminator starts from scratch beside a pretrained encoder, so it trains at
+``discriminator_lr_scale`` times the optimizer's learning rate (10x, the usual multiplier for layers
+added to a pretrained network, as in Long et al., DAN, 2015). At the encoder's rate it falls behind: the
+reversed gradient then does not make the features domain-invariant but makes the discriminator
+confidently wrong (its loss climbs far above ln 2), and the features drift away from the task.
+
 Domains: each source domain is one class of the discriminator and the unlabeled target text (all target
 domains together) one more. With one source and a target stream this is the classic source-vs-target
 DANN; with several sources and no target stream it aligns the sources with each other (domain
@@ -17,6 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xdt.errors import XdtError
 from xdt.strategies._common import dann_lambda, mlp, reverse_gradient
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
@@ -26,12 +33,18 @@ class DANN(Strategy):
     uses_target_data = True
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), weight: float = 1.0,
-                 gamma: float = 10.0, hidden_size: int = 256, layers: int = 2, dropout: float = 0.1):
+                 gamma: float = 10.0, hidden_size: int = 256, layers: int = 2, dropout: float = 0.1,
+                 discriminator_lr_scale: float = 10.0):
         super().__init__(model, context)
-        self.weight, self.gamma = weight, gamma
+        if not discriminator_lr_scale > 0:
+            raise XdtError(f"strategy.discriminator_lr_scale={discriminator_lr_scale} is not valid: it must be positive")
+        self.weight, self.gamma, self.discriminator_lr_scale = weight, gamma, discriminator_lr_scale
         self.num_domains = context.num_sources + (1 if self.target_stream else 0)
         self.discriminator = (mlp(model.encoder.config.hidden_size, hidden_size, self.num_domains, layers, dropout)
                               if self.num_domains > 1 else None)
+
+    def lr_scales(self) -> dict[torch.nn.Module, float]:
+        return {self.discriminator: self.discriminator_lr_scale} if self.discriminator is not None else {}
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

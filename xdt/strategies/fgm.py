@@ -38,6 +38,9 @@ class FGM(Strategy):
         self.name = "fgm" if self.base.name == "erm" else f"fgm+{self.base.name}"
         self.uses_target_data = self.base.uses_target_data
 
+    def lr_scales(self) -> dict[torch.nn.Module, float]:
+        return self.base.lr_scales()
+
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         captured: list[torch.Tensor] = []
