@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from conftest import run_xdt
+from xdt import checkpoint
 from xdt.errors import XdtError
 from xdt.evaluate import evaluate_run
 from xdt.train import train
@@ -99,6 +100,20 @@ def test_resume_and_eval_need_a_run_folder(smoke, tmp_path):
         train(smoke(f"resume={tmp_path}"), tmp_path / "x")
     with pytest.raises(XdtError, match=r"run_dir=.*: no config\.yaml there"):
         evaluate_run(smoke(f"run_dir={tmp_path}", name="eval"), tmp_path / "e")
+
+
+def test_resuming_a_checkpoint_whose_optimizer_groups_differ_names_it(smoke, tmp_path):
+    """A checkpoint from before DANN's discriminator had a learning-rate group of its own."""
+    run = tmp_path / "run"
+    train(smoke("strategy=dann", "strategy.discriminator_lr_scale=1", "target_domain=[syn_kitchen]",
+                "max_steps=4", "eval_interval=2"), run)
+    for name in ("done", "metrics.json"):
+        (run / name).unlink()
+    config = run / "config.yaml"
+    config.write_text(config.read_text().replace("discriminator_lr_scale: 1", "discriminator_lr_scale: 10"))
+    with pytest.raises(XdtError, match=r"step-0000004: its optimizer state does not fit this run's parameter groups"):
+        train(smoke(f"resume={run}"), tmp_path / "ignored")
+    assert checkpoint.checkpoint_steps(run) == [2, 4]  # nothing written is lost
 
 
 def test_eval_of_an_unknown_checkpoint_lists_the_available_ones(smoke, tmp_path):

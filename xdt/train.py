@@ -348,9 +348,13 @@ def resume(session: Session) -> LoopState:
         log.info("no checkpoint in %s yet: starting from step 0", run_dir)
         session.metrics_log.keep_until(0)
         return LoopState()
-    saved = checkpoint.load_checkpoint(checkpoint.step_dir(run_dir, steps[-1]), session.strategy,
-                                       accelerator.process_index)
-    session.optimizer.load_state_dict(saved["optimizer"])
+    folder = checkpoint.step_dir(run_dir, steps[-1])
+    saved = checkpoint.load_checkpoint(folder, session.strategy, accelerator.process_index)
+    try:
+        session.optimizer.load_state_dict(saved["optimizer"])
+    except ValueError as error:  # e.g. a checkpoint from before a strategy gave a head its own learning rate
+        raise XdtError(f"{folder}: its optimizer state does not fit this run's parameter groups ({error}); "
+                       f"it was written by another version of xdt: start a new run") from None
     session.scheduler.load_state_dict(saved["scheduler"])
     state = LoopState(**saved["loop"])
     if accelerator.is_main_process:
