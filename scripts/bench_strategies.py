@@ -8,6 +8,7 @@ step time in the same round.
 
     python scripts/bench_strategies.py                          # needs XDT_DATA_DIR or ../shared/data
     python scripts/bench_strategies.py --steps 10 --rounds 3 --strategies erm dann mmd
+    python scripts/bench_strategies.py --source '[fdu_apparel,fdu_baby,fdu_toys_games]' --strategies erm reptile maml
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 VARIANTS = {"erm": ["strategy=erm"], "dann": ["strategy=dann"], "coral": ["strategy=coral"], "mmd": ["strategy=mmd"],
             "mtl": ["strategy=mtl"], "self_train": ["strategy=self_train", "strategy.warmup=0"],
             "fgm": ["strategy=fgm"], "augment": ["strategy=augment"],
-            "erm+lora": ["strategy=erm", "model.peft=lora"], "dann+lora": ["strategy=dann", "model.peft=lora"]}
+            "erm+lora": ["strategy=erm", "model.peft=lora"], "dann+lora": ["strategy=dann", "model.peft=lora"],
+            "reptile": ["strategy=reptile"], "maml": ["strategy=maml"]}
 
 
 def seconds_per_step(overrides: list[str], run_dir: Path) -> float:
@@ -40,7 +42,7 @@ def seconds_per_step(overrides: list[str], run_dir: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default="fdu_apparel")
+    parser.add_argument("--source", default="fdu_apparel", help="a domain, or several as '[a,b,c]'")
     parser.add_argument("--target", default="fdu_MR")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=2)
