@@ -54,6 +54,8 @@ CASES = {
     "fractional batch size": (lambda t: ["batch_size=2.5"], r"batch_size=2\.5 is not valid"),
     "text batch size": (lambda t: ["batch_size=many"], r"batch_size='many' is not valid"),
     "no budget": (lambda t: ["max_steps=null"], r"set a training budget"),
+    "non-positive discriminator rate": (lambda t: ["strategy=dann", "strategy.discriminator_lr_scale=0"],
+                                        r"strategy\.discriminator_lr_scale=0 is not valid: it must be positive"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

@@ -146,10 +146,11 @@ class LossWindow:
         return means
 
 
-def param_groups(module: torch.nn.Module, weight_decay: float, lr: float | None = None,
+def param_groups(module: torch.nn.Module, weight_decay: float, lr: float = 0.0,
                  lr_scales: Mapping[torch.nn.Module, float] | None = None) -> list[dict]:
     """Decay matrices only: biases and LayerNorm weights (1-d) get no weight decay. Parameters of a module
-    in ``lr_scales`` train at ``lr`` times its scale, in groups of their own after the two base groups."""
+    in ``lr_scales`` train at ``lr`` times its scale, in groups of their own after the two base groups
+    (which always come first, so optimizer states stay comparable across strategies)."""
     scale_of = {id(param): float(scale) for sub, scale in (lr_scales or {}).items() for param in sub.parameters()}
     groups: dict[tuple[float, bool], list[torch.nn.Parameter]] = {(1.0, True): [], (1.0, False): []}
     for param in module.parameters():
@@ -157,7 +158,7 @@ def param_groups(module: torch.nn.Module, weight_decay: float, lr: float | None 
             groups.setdefault((scale_of.get(id(param), 1.0), param.ndim >= 2), []).append(param)
     return [{"params": params, "weight_decay": float(weight_decay) if decay else 0.0,
              **({"lr": float(lr) * scale} if scale != 1.0 else {})}
-            for (scale, decay), params in groups.items() if params or scale == 1.0]
+            for (scale, decay), params in groups.items()]
 
 
 def lr_schedule(optimizer, cfg: DictConfig, max_steps: int):
