@@ -56,6 +56,8 @@ CASES = {
     "no budget": (lambda t: ["max_steps=null"], r"set a training budget"),
     "non-positive discriminator rate": (lambda t: ["strategy=dann", "strategy.discriminator_lr_scale=0"],
                                         r"strategy\.discriminator_lr_scale=0 is not valid: it must be positive"),
+    "unknown adversary": (lambda t: ["strategy=dann", "strategy.adversary=minimax"],
+                          r"strategy\.adversary='minimax' is not valid: choose one of reversal, confusion"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

@@ -22,8 +22,9 @@ from xdt.data.shots import domain_entries
 from xdt.evaluate import evaluate_run
 from xdt.models import load_tokenizer, mask_tokens
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
-from xdt.strategies._common import coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
+from xdt.strategies._common import confusion_loss, coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
 from xdt.strategies.base import StrategyContext
+from xdt.strategies.self_train import class_imbalance
 from xdt.train import build_strategy, param_groups, train
 
 STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
@@ -45,6 +46,15 @@ def test_dann_schedule_endpoints():
     assert dann_lambda(0.0) == 0.0
     assert dann_lambda(1.0) == pytest.approx(2 / (1 + math.exp(-10)) - 1) and dann_lambda(1.0) > 0.9999
     assert 0 < dann_lambda(0.1) < dann_lambda(0.5) < dann_lambda(0.9) < 1
+
+
+def test_confusion_is_zero_only_when_the_discriminator_is_undecided():
+    assert confusion_loss(torch.full((4, 3), 2.5)).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.tensor([[2.0, 0.0], [0.0, -1.0]])
+    uniform = torch.full((2,), 0.5)
+    expected = F.kl_div(F.log_softmax(logits, -1), uniform.expand(2, 2), reduction="batchmean")  # KL(U || p)
+    assert confusion_loss(logits).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert confusion_loss(logits * 3).item() > confusion_loss(logits).item() > 0
 
 
 @pytest.mark.parametrize("distance", [coral_loss, mmd_loss], ids=["coral", "mmd"])
@@ -282,6 +292,28 @@ def test_dann_discriminator_trains_at_its_learning_rate_scale(smoke):
     assert max(m for n, m in moved.items() if n.startswith("model.")) == pytest.approx(1e-3, rel=0.01)
 
 
+def test_dann_confusion_trains_the_encoder_and_the_discriminator_on_separate_terms(smoke):
+    """With ``adversary=confusion`` the discriminator learns only from its own loss (features detached)
+    and the encoder only from the confusion term (discriminator weights held fixed)."""
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=dann", "strategy.adversary=confusion")
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
+    target = batch_of(tokenizer, ["a clinical note", "another note"])
+
+    def gradients(term: str) -> tuple[bool, bool]:
+        strategy.zero_grad(set_to_none=True)
+        _, terms = strategy(source, target, progress=0.5)
+        terms[term].backward()
+        reached = lambda prefix: any(p.grad is not None and p.grad.abs().sum() > 0  # noqa: E731
+                                     for n, p in strategy.named_parameters() if n.startswith(prefix))
+        return reached("model.encoder."), reached("discriminator.")
+
+    assert gradients("domain") == (False, True)
+    assert gradients("confusion") == (True, False)
+    loss, terms = strategy(source, target, progress=0.5)
+    expected = terms["classification"] + terms["domain"] + terms["confusion_scale"] * terms["confusion"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
 def test_dann_in_the_loop_gives_its_discriminator_the_scaled_learning_rate(smoke, tmp_path):
     train(smoke("strategy=dann", "strategy.discriminator_lr_scale=4", "target_domain=[syn_kitchen]",
                 "max_steps=4", "eval_interval=4", "lr_schedule=constant"), tmp_path / "run")
@@ -335,6 +367,27 @@ def test_self_training_waits_for_its_warm_up(smoke):
     _, late = strategy(source, target, progress=0.5)
     assert early["pseudo_fraction"].item() == 0.0 and late["pseudo_fraction"].item() == 1.0
     assert late["pseudo"].item() > 0
+
+
+def test_class_imbalance_is_zero_when_balanced_and_log_k_when_collapsed():
+    balanced = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
+    assert class_imbalance(balanced).item() == pytest.approx(0.0, abs=1e-6)
+    assert class_imbalance(torch.tensor([[30.0, 0.0], [40.0, 0.0]])).item() == pytest.approx(math.log(2), rel=1e-4)
+    assert 0 < class_imbalance(torch.tensor([[1.0, 0.0], [2.0, 0.0]])).item() < math.log(2)
+
+
+def test_self_training_diversity_term_is_weighted_into_the_loss(smoke, monkeypatch):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=self_train", "strategy.diversity=0.5",
+                                        "strategy.threshold=0.7")
+    source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])
+    target = batch_of(tokenizer, ["a sturdy kettle", "it leaks", "fine"])
+    skewed = torch.tensor([[2.0, 0.0], [1.5, 0.0], [0.0, 0.1]], requires_grad=True)  # two confident, one class
+    monkeypatch.setattr(strategy, "predict", lambda batch: skewed)
+    loss, terms = strategy(source, target, progress=0.5)
+    assert terms["diversity"].item() == pytest.approx(class_imbalance(skewed).item()) and terms["diversity"] > 0.05
+    assert terms["pseudo_fraction"].item() == pytest.approx(2 / 3)
+    expected = terms["classification"] + terms["pseudo"] + 0.5 * terms["diversity"]
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_l2sp_pulls_weights_towards_their_start(smoke, tmp_path):

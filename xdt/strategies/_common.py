@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -22,6 +23,16 @@ class _GradientReversal(torch.autograd.Function):
 def reverse_gradient(features: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity forward; multiplies the gradient by ``-scale`` backward (Ganin and Lempitsky, ICML 2015)."""
     return _GradientReversal.apply(features, scale)
+
+
+def confusion_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Domain confusion (Tzeng et al., "Simultaneous Deep Transfer Across Domains and Tasks", ICCV 2015):
+    the cross-entropy between the discriminator's prediction and the uniform distribution over domains,
+    minus its minimum log K, i.e. KL(uniform || softmax(logits)), averaged over rows. Zero exactly when
+    the discriminator cannot tell the domains apart; unlike a reversed cross-entropy it is bounded below,
+    so an encoder minimising it stops at confusion instead of pushing on past the boundary."""
+    log_probs = F.log_softmax(logits.float(), dim=-1)
+    return -log_probs.mean(-1).mean() - math.log(logits.shape[-1])
 
 
 def dann_lambda(progress: float, gamma: float = 10.0) -> float:

@@ -17,6 +17,14 @@ discriminator's loss, logged as ``domain``, climbs far above ln 2) and the targe
 label anchors, drift across the class boundary. At 0.1 the same happens later and for fewer steps;
 watch the ``domain`` term.
 
+``adversary`` picks what the encoder is trained against. ``reversal`` (the default, the paper's) hands
+the encoder the discriminator's loss with its sign flipped: unbounded, so once the discriminator is
+fooled the encoder keeps pushing the features on past its boundary. ``confusion`` trains the encoder
+to make the discriminator's prediction uniform over the domains (the domain-confusion loss of Tzeng et
+al., ICCV 2015), which is zero at confusion and pushes no further; the discriminator then learns from
+the features with their gradient stopped, and its weights are held fixed in the encoder's term. The
+encoder's term (``confusion`` in the log) is scaled by the same weight times schedule.
+
 Domains: each source domain is one class of the discriminator and the unlabeled target text (all target
 domains together) one more. With one source and a target stream this is the classic source-vs-target
 DANN; with several sources and no target stream it aligns the sources with each other (domain
@@ -29,8 +37,11 @@ import torch
 import torch.nn.functional as F
 
 from xdt.errors import XdtError
-from xdt.strategies._common import dann_lambda, mlp, reverse_gradient
+from xdt.strategies._common import confusion_loss, dann_lambda, mlp, reverse_gradient
 from xdt.strategies.base import Batch, Strategy, StrategyContext
+
+
+ADVERSARIES = ("reversal", "confusion")
 
 
 class DANN(Strategy):
@@ -39,11 +50,14 @@ class DANN(Strategy):
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), weight: float = 0.1,
                  gamma: float = 10.0, hidden_size: int = 256, layers: int = 2, dropout: float = 0.1,
-                 discriminator_lr_scale: float = 10.0):
+                 discriminator_lr_scale: float = 10.0, adversary: str = "reversal"):
         super().__init__(model, context)
         if not discriminator_lr_scale > 0:
             raise XdtError(f"strategy.discriminator_lr_scale={discriminator_lr_scale} is not valid: it must be positive")
+        if adversary not in ADVERSARIES:
+            raise XdtError(f"strategy.adversary={adversary!r} is not valid: choose one of {', '.join(ADVERSARIES)}")
         self.weight, self.gamma, self.discriminator_lr_scale = weight, gamma, discriminator_lr_scale
+        self.adversary = adversary
         self.num_domains = context.num_sources + (1 if self.target_stream else 0)
         self.discriminator = (mlp(model.encoder.config.hidden_size, hidden_size, self.num_domains, layers, dropout)
                               if self.num_domains > 1 else None)
@@ -63,6 +77,16 @@ class DANN(Strategy):
             features = torch.cat([features, target_features])
             domains = torch.cat([domains, domains.new_full((len(target_features),), self.context.num_sources)])
         scale = self.weight * dann_lambda(progress, self.gamma)
-        domain_loss = F.cross_entropy(self.discriminator(reverse_gradient(features, scale)), domains)
-        terms.update(domain=domain_loss, reversal_scale=torch.tensor(scale))
-        return classification + domain_loss, terms
+        if self.adversary == "reversal":
+            domain_loss = F.cross_entropy(self.discriminator(reverse_gradient(features, scale)), domains)
+            terms.update(domain=domain_loss, reversal_scale=torch.tensor(scale))
+            return classification + domain_loss, terms
+        domain_loss = F.cross_entropy(self.discriminator(features.detach()), domains)
+        confusion = confusion_loss(self.fixed_discriminator(features))
+        terms.update(domain=domain_loss, confusion=confusion, confusion_scale=torch.tensor(scale))
+        return classification + domain_loss + scale * confusion, terms
+
+    def fixed_discriminator(self, features: torch.Tensor) -> torch.Tensor:
+        """The discriminator's logits with its weights detached: the gradient reaches only the features."""
+        weights = {name: value.detach() for name, value in self.discriminator.named_parameters()}
+        return torch.func.functional_call(self.discriminator, weights, (features,))

@@ -6,9 +6,18 @@ After a warm-up of plain ERM (the first ``warmup`` fraction of training), each u
 example whose predicted class has probability at least ``threshold`` is trained on as if that class
 were its label. Loss = source cross-entropy + ``weight`` * mean pseudo-label cross-entropy over the
 target batch (examples under the threshold count as zero, as in FixMatch).
+
+Pseudo-labels confirm the model's own mistakes, and the surest mistake is drifting towards one class:
+once most confident target predictions say "negative", training on them makes more of them negative.
+``diversity`` > 0 adds the diversity term of information maximisation (SHOT, Liang et al., ICML 2020):
+log K - H(mean predicted distribution over the target batch), zero when the batch's predictions are
+spread evenly over the K classes. It assumes the target's classes are roughly balanced (as in FDU-MTL);
+leave it at 0 for a target known to be skewed.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -21,19 +30,29 @@ class SelfTraining(Strategy):
     uses_target_data = True
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), threshold: float = 0.9,
-                 weight: float = 1.0, warmup: float = 0.2):
+                 weight: float = 1.0, warmup: float = 0.2, diversity: float = 0.0):
         super().__init__(model, context)
-        self.threshold, self.weight, self.warmup = threshold, weight, warmup
+        self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         _, classification = self.source_features(source)
         if target is None or progress < self.warmup:
             zero = classification.new_zeros(())
-            return classification, {"classification": classification, "pseudo": zero, "pseudo_fraction": zero}
+            return classification, {"classification": classification, "pseudo": zero, "pseudo_fraction": zero,
+                                    "diversity": zero}
         logits = self.predict(target)
         confidence, pseudo_labels = logits.detach().softmax(-1).max(-1)
         confident = (confidence >= self.threshold).float()
         pseudo = (F.cross_entropy(logits, pseudo_labels, reduction="none") * confident).mean()
-        return classification + self.weight * pseudo, {"classification": classification, "pseudo": pseudo,
-                                                       "pseudo_fraction": confident.mean()}
+        diversity = class_imbalance(logits)
+        loss = classification + self.weight * pseudo + self.diversity * diversity
+        return loss, {"classification": classification, "pseudo": pseudo, "pseudo_fraction": confident.mean(),
+                      "diversity": diversity}
+
+
+def class_imbalance(logits: torch.Tensor) -> torch.Tensor:
+    """log K - H(mean softmax over the batch): 0 when the batch's predictions average to uniform, log K
+    when every row predicts the same class with certainty (SHOT's diversity term, Liang et al. 2020)."""
+    mean = logits.float().softmax(-1).mean(0)
+    return math.log(logits.shape[-1]) + (mean * mean.clamp_min(1e-12).log()).sum()
