@@ -26,7 +26,9 @@ import xdt.config  # noqa: F401  (resolvers)
 from xdt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = {"erm": ["strategy=erm"], "dann": ["strategy=dann"], "coral": ["strategy=coral"], "mmd": ["strategy=mmd"],
+VARIANTS = {"erm": ["strategy=erm"], "dann": ["strategy=dann"],
+            "dann+confusion": ["strategy=dann", "strategy.adversary=confusion"],
+            "coral": ["strategy=coral"], "mmd": ["strategy=mmd"],
             "mtl": ["strategy=mtl"], "self_train": ["strategy=self_train", "strategy.warmup=0"],
             "fgm": ["strategy=fgm"], "augment": ["strategy=augment"],
             "erm+lora": ["strategy=erm", "model.peft=lora"], "dann+lora": ["strategy=dann", "model.peft=lora"],
@@ -64,7 +66,7 @@ def main() -> None:
             print(f"round {round_ + 1}: " + ", ".join(f"{n} {times[n][-1]:.2f} s" for n in names), flush=True)
     print(f"\n{args.source} -> {args.target}, {args.steps} steps per run, {args.rounds} rounds, batch 32, max_length 128")
     for name in names:
-        print(f"{name:<12} {statistics.median(times[name]):6.2f} s/step   {statistics.median(ratios[name]):5.2f}x erm")
+        print(f"{name:<16} {statistics.median(times[name]):6.2f} s/step   {statistics.median(ratios[name]):5.2f}x erm")
 
 
 if __name__ == "__main__":
