@@ -6,6 +6,7 @@ lr 1e-3, seeds 0, 1, 2), with the per-seed figures the test only asserts on. Nee
 
     python scripts/synthetic_benchmark.py                      # erm dann coral mmd
     python scripts/synthetic_benchmark.py dann strategy.weight=1.0 strategy.discriminator_lr_scale=1  # DANN's old defaults
+    python scripts/synthetic_benchmark.py dann strategy.adversary=confusion   # the bounded adversary
 """
 
 from __future__ import annotations
