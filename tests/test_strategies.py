@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from omegaconf import open_dict
 from safetensors.torch import load_file
 from transformers import BartConfig, BartForConditionalGeneration
 
@@ -388,6 +389,16 @@ def test_self_training_diversity_term_is_weighted_into_the_loss(smoke, monkeypat
     assert terms["pseudo_fraction"].item() == pytest.approx(2 / 3)
     expected = terms["classification"] + terms["pseudo"] + 0.5 * terms["diversity"]
     assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_self_training_saved_before_the_diversity_term_keeps_its_objective(smoke):
+    """A run's saved config from before ``diversity`` existed has no such key: it must rebuild without the term."""
+    cfg = smoke("strategy=self_train")
+    assert cfg.strategy.diversity == 1.0  # the shipped default
+    with open_dict(cfg):
+        del cfg.strategy["diversity"]
+    tokenizer = load_tokenizer(cfg.model)
+    assert build_strategy(cfg, tokenizer, 2, StrategyContext.of(tokenizer, 1, 1), 100).diversity == 0.0
 
 
 def test_l2sp_pulls_weights_towards_their_start(smoke, tmp_path):

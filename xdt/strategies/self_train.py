@@ -14,7 +14,8 @@ Liang et al., ICML 2020): log K - H(mean predicted distribution over the target 
 batch's predictions are spread evenly over the K classes. Without it, apparel -> MR (MiniLM, seed 0)
 drifted to one class: the term, logged as ``diversity``, rose from 0.02 to 0.51 (log 2 = 0.69) while 92 %
 of target rows got a confident pseudo-label. It assumes the target's classes are roughly balanced (as in
-FDU-MTL); set it to 0 for a target known to be skewed.
+FDU-MTL); set it to 0 for a target known to be skewed. (The constructor's default stays 0, so a run
+saved before the term existed resumes with the objective it started with.)
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class SelfTraining(Strategy):
     uses_target_data = True
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), threshold: float = 0.9,
-                 weight: float = 1.0, warmup: float = 0.2, diversity: float = 1.0):
+                 weight: float = 1.0, warmup: float = 0.2, diversity: float = 0.0):
         super().__init__(model, context)
         self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
