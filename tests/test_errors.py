@@ -58,6 +58,8 @@ CASES = {
                                         r"strategy\.discriminator_lr_scale=0 is not valid: it must be positive"),
     "unknown adversary": (lambda t: ["strategy=dann", "strategy.adversary=minimax"],
                           r"strategy\.adversary='minimax' is not valid: choose one of reversal, confusion"),
+    "negative diversity": (lambda t: ["strategy=self_train", "strategy.diversity=-1"],
+                           r"strategy\.diversity=-1 is not valid: it must be 0 \(off\) or positive"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

@@ -25,6 +25,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xdt.errors import XdtError
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
@@ -35,6 +36,8 @@ class SelfTraining(Strategy):
     def __init__(self, model, context: StrategyContext = StrategyContext(), threshold: float = 0.9,
                  weight: float = 1.0, warmup: float = 0.2, diversity: float = 0.0):
         super().__init__(model, context)
+        if not diversity >= 0:
+            raise XdtError(f"strategy.diversity={diversity} is not valid: it must be 0 (off) or positive")
         self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
     def forward(self, source: Batch, target: Batch | None = None,
