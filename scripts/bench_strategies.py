@@ -23,6 +23,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import xdt.config  # noqa: F401  (resolvers)
+from xdt.console import console
 from xdt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +52,7 @@ def main() -> None:
     parser.add_argument("--strategies", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     args = parser.parse_args()
     logging.disable(logging.INFO)
+    console.quiet = True  # each run's summary table would bury the figures this script prints
     data_dir = os.environ.get("XDT_DATA_DIR", str(ROOT.parent / "shared" / "data"))
     common = ["model=minilm", f"source_domain={args.source}", f"target_domain=[{args.target}]", f"data_dir={data_dir}",
               f"max_steps={args.steps}", f"eval_interval={args.steps}", f"log_interval={args.steps}", "max_examples=600"]

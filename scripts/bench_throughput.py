@@ -29,6 +29,7 @@ from hydra import compose, initialize_config_dir
 from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments
 
 import xdt.config  # noqa: F401  (resolvers)
+from xdt.console import console
 from xdt.data.pipeline import load_run_data
 from xdt.models import build_classifier, load_tokenizer
 from xdt.train import train
@@ -103,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
     args = parser.parse_args()
+    console.quiet = True  # xdt's summary table of every run would bury the figures this script prints
     results: dict[str, list[float]] = {"xdt train": [], "Trainer": [], "Trainer group_by_length": [],
                                        "Trainer group_by_length fused": []}
     with tempfile.TemporaryDirectory() as tmp:

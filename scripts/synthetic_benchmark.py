@@ -20,6 +20,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 import xdt.config  # noqa: F401  (resolvers)
+from xdt.console import console
 from xdt.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -40,6 +41,7 @@ def main() -> None:
     strategies = [a for a in args.args if "=" not in a] or ["erm", "dann", "coral", "mmd"]
     overrides = [a for a in args.args if "=" in a]
     logging.disable(logging.INFO)
+    console.quiet = True  # each run's summary table would bury the figures this script prints
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in strategies:
