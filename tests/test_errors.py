@@ -60,6 +60,10 @@ CASES = {
                           r"strategy\.adversary='minimax' is not valid: choose one of reversal, confusion"),
     "negative diversity": (lambda t: ["strategy=self_train", "strategy.diversity=-1"],
                            r"strategy\.diversity=-1 is not valid: it must be 0 \(off\) or positive"),
+    "threshold above 1": (lambda t: ["strategy=self_train", "strategy.threshold=2"],
+                          r"strategy\.threshold=2 is not valid: it is a probability, from 0 to 1"),
+    "warm-up of the whole run": (lambda t: ["strategy=self_train", "strategy.warmup=1.0"],
+                                 r"strategy\.warmup=1\.0 is not valid: it is a fraction of training"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

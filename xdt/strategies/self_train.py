@@ -38,6 +38,12 @@ class SelfTraining(Strategy):
         super().__init__(model, context)
         if not diversity >= 0:
             raise XdtError(f"strategy.diversity={diversity} is not valid: it must be 0 (off) or positive")
+        # A threshold above 1 or a warm-up of the whole run would silently give no pseudo-label at all.
+        if not 0 <= threshold <= 1:
+            raise XdtError(f"strategy.threshold={threshold} is not valid: it is a probability, from 0 to 1")
+        if not 0 <= warmup < 1:
+            raise XdtError(f"strategy.warmup={warmup} is not valid: it is a fraction of training, from 0 up to "
+                           "(not including) 1")
         self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
     def forward(self, source: Batch, target: Batch | None = None,
