@@ -31,7 +31,7 @@ VARIANTS = {"erm": ["strategy=erm"], "dann": ["strategy=dann"],
             "dann+confusion": ["strategy=dann", "strategy.adversary=confusion"],
             "coral": ["strategy=coral"], "mmd": ["strategy=mmd"],
             "mtl": ["strategy=mtl"], "self_train": ["strategy=self_train", "strategy.warmup=0"],
-            "fgm": ["strategy=fgm"], "augment": ["strategy=augment"],
+            "fgm": ["strategy=fgm"], "augment": ["strategy=augment"], "lp_ft": ["strategy=lp_ft"],
             "erm+lora": ["strategy=erm", "model.peft=lora"], "dann+lora": ["strategy=dann", "model.peft=lora"],
             "reptile": ["strategy=reptile"], "maml": ["strategy=maml"]}
 

@@ -64,6 +64,8 @@ CASES = {
                           r"strategy\.threshold=2 is not valid: it is a probability, from 0 to 1"),
     "warm-up of the whole run": (lambda t: ["strategy=self_train", "strategy.warmup=1.0"],
                                  r"strategy\.warmup=1\.0 is not valid: it is a fraction of training"),
+    "probe of the whole run": (lambda t: ["strategy=lp_ft", "strategy.probe=1"],
+                               r"strategy\.probe=1 is not valid: it is a fraction of training"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

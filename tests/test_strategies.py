@@ -370,6 +370,29 @@ def test_self_training_waits_for_its_warm_up(smoke):
     assert late["pseudo"].item() > 0
 
 
+def test_lp_ft_trains_only_the_head_during_the_probe_then_everything(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=lp_ft", "strategy.probe=0.4")
+    strategy.eval()  # no dropout, so both phases see the same features
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
+
+    def gradients(progress: float) -> tuple[float, float, torch.Tensor]:
+        strategy.zero_grad(set_to_none=True)
+        loss, _ = strategy(source, progress=progress)
+        loss.backward()
+        norm = lambda prefix: sum(p.grad.abs().sum().item() for n, p in strategy.named_parameters()  # noqa: E731
+                                  if n.startswith(prefix) and p.grad is not None)
+        return norm("model.encoder."), norm("model.head."), loss.detach()
+
+    probe_encoder, probe_head, probe_loss = gradients(0.39)
+    tune_encoder, tune_head, tune_loss = gradients(0.4)
+    assert probe_encoder == 0.0 and probe_head > 0
+    assert tune_encoder > 0 and tune_head == pytest.approx(probe_head)
+    assert probe_loss == tune_loss  # the probe changes the gradient, not the value
+    groups = param_groups(strategy, 0.0, 1e-3, strategy.lr_scales())
+    assert {id(p) for g in groups if "lr" in g for p in g["params"]} == {id(p) for p in strategy.model.head.parameters()}
+    assert all(g["lr"] == pytest.approx(1e-2) for g in groups if "lr" in g)
+
+
 def test_class_imbalance_is_zero_when_balanced_and_log_k_when_collapsed():
     balanced = torch.tensor([[3.0, 0.0], [0.0, 3.0]])
     assert class_imbalance(balanced).item() == pytest.approx(0.0, abs=1e-6)
