@@ -371,7 +371,7 @@ def test_self_training_waits_for_its_warm_up(smoke):
 
 
 def test_lp_ft_trains_only_the_head_during_the_probe_then_everything(smoke):
-    strategy, tokenizer = tiny_strategy(smoke, "strategy=lp_ft", "strategy.probe=0.4")
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=lp_ft", "strategy.probe=0.4", "strategy.head_lr_scale=10")
     strategy.eval()  # no dropout, so both phases see the same features
     source = batch_of(tokenizer, ["great pan", "awful lid , broke"], [1, 0])
 

@@ -12,7 +12,10 @@ Here the probe is the first ``probe`` fraction of the run's step budget: the sou
 into the head but is cut off from the encoder (the encoder's gradient is zero, not absent, so data
 parallelism sees every parameter used). The rest of the budget is plain fine-tuning. The head trains at
 ``head_lr_scale`` times the optimizer's learning rate throughout, because at a fine-tuning learning rate
-a linear head barely moves within a probe of a few dozen steps. It ignores target text, like ERM.
+a linear head barely moves within a probe of a few dozen steps: on MiniLM's pooled features of FDU-MTL
+apparel reviews, 50 probe steps on the fine-tuning schedule (peak 5e-5) reach 0.51 held-out source
+accuracy at 1x, 0.61 at 10x and 0.78 at 100x (a probe trained to convergence: 0.83). It ignores target
+text, like ERM.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ class LinearProbeThenFineTune(Strategy):
     name = "lp_ft"
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), probe: float = 0.33,
-                 head_lr_scale: float = 10.0):
+                 head_lr_scale: float = 100.0):
         super().__init__(model, context)
         if not 0 <= probe < 1:
             raise XdtError(f"strategy.probe={probe} is not valid: it is a fraction of training, from 0 up to "
