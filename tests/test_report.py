@@ -62,6 +62,18 @@ def test_report_equals_the_metrics_files(runs_folder, tmp_path):
     assert "best source validation accuracy" in text and "## Not averaged in" in text
 
 
+def test_seed_by_seed_differences_match_the_runs(runs_folder, tmp_path):
+    report = write_report(runs_folder, out_dir=tmp_path)
+    score = lambda strategy, seed: json.loads((runs_folder / f"{strategy}-{seed}" / "metrics.json").read_text())[  # noqa: E731
+        "metrics"]["target/syn_kitchen/test"]["accuracy"]
+    expected = [score("coral", seed) - score("erm", seed) for seed in (0, 1)]
+    assert report.paired_differences("coral", PAIR) == pytest.approx(expected)
+    assert report.paired_differences("erm", PAIR) == []  # ERM is the reference, not compared with itself
+    text = (tmp_path / "report.md").read_text()
+    above = sum(x > 0 for x in expected)
+    assert f"| coral | {statistics.mean(expected):+.3f} ± {statistics.stdev(expected):.3f} ({above}/2 above) |" in text
+
+
 def test_a_criterion_is_applied_to_the_records_after_the_fact(runs_folder, tmp_path):
     write_report(runs_folder, criterion="entropy", out_dir=tmp_path)
     rows = read_csv(tmp_path / "report.csv")

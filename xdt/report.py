@@ -81,6 +81,22 @@ class Report:
                   and self.cells[(row, p)].step_seconds and self.cells[(erm, p)].step_seconds]
         return statistics.mean(ratios) if ratios else None
 
+    def paired_differences(self, row: str, pair: str) -> list[float]:
+        """The row's target score minus its ERM row's on ``pair``, one per seed that both ran exactly once.
+
+        Runs that share a seed share what the seed decides (initial weights, batch order), so these
+        differences carry less noise than the difference of the two means."""
+        erm = self.erm_rows.get(row)
+        mine, reference = self.cells.get((row, pair)), self.cells.get((erm, pair)) if erm else None
+        if not mine or not reference or erm == row:
+            return []
+
+        def by_seed(cell: Cell) -> dict[int, float]:
+            return {seed: value for seed, value in zip(cell.seeds, cell.target) if cell.seeds.count(seed) == 1}
+
+        ours, theirs = by_seed(mine), by_seed(reference)
+        return [ours[seed] - theirs[seed] for seed in sorted(ours.keys() & theirs.keys())]
+
     def caption(self) -> str:
         text = (f"Target test {self.metric} of the checkpoint chosen by {selection.describe(self.criterion, self.metric)}; "
                 f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
@@ -192,6 +208,20 @@ def cost_table(report: Report) -> list[list[str]]:
     return lines
 
 
+def paired_table(report: Report) -> list[list[str]]:
+    """Per strategy and pair: mean ± std of the seed-by-seed differences from ERM, and how many are above 0."""
+    lines = [["strategy", *report.pairs, "average"]]
+    for row in report.rows:
+        if report.erm_rows.get(row, row) == row:  # ERM itself, or no single ERM row to compare with
+            continue
+        differences = [report.paired_differences(row, pair) for pair in report.pairs]
+        cells = [f"{statistics.mean(d):+.3f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.3f} "
+                 f"({sum(x > 0 for x in d)}/{len(d)} above)" if d else "-" for d in differences]
+        average = statistics.mean(statistics.mean(d) for d in differences) if all(differences) else None
+        lines.append([row, *cells, _fmt(average, sign=True)])
+    return lines
+
+
 def markdown(lines: list[list[str]]) -> str:
     out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
     out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
@@ -267,6 +297,12 @@ def write_report(folder: str | Path, criterion: str = "source_val", metric: str 
             "and fine-tuning seconds per step "
             "(from each run's own clock: compare only runs made under the same load).\n",
             markdown(cost_table(report))]
+    paired = paired_table(report)
+    if len(paired) > 1:
+        text += ["\n## Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same pair "
+                 "(seeds that both ran once): mean ± standard deviation, and how many seeds came out above ERM. "
+                 "Runs that share a seed share their initial weights and batch order, so these differences are "
+                 "less noisy than the gain in the first table.\n", markdown(paired)]
     if diagnose:
         text += ["\n## Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
