@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from hydra import compose, initialize_config_dir
 
 import xdt.config  # noqa: F401  (resolvers)
-from xdt.data.domains import load_group
+from xdt.data.domains import label_space, load_group
 from xdt.models import build_classifier, load_tokenizer
 from xdt.train import lr_schedule
 
@@ -38,9 +38,9 @@ def encode(model, tokenizer, texts: list[str], max_length: int) -> torch.Tensor:
 
 
 def probe_accuracy(cfg, train: tuple[torch.Tensor, torch.Tensor], validation: tuple[torch.Tensor, torch.Tensor],
-                   scale: float, steps: int) -> float:
+                   num_labels: int, scale: float, steps: int) -> float:
     torch.manual_seed(int(cfg.seed))
-    head = torch.nn.Linear(train[0].shape[1], int(train[1].max()) + 1)
+    head = torch.nn.Linear(train[0].shape[1], num_labels)
     optimizer = torch.optim.AdamW(head.parameters(), lr=scale * float(cfg.optimizer.lr),
                                   weight_decay=float(cfg.optimizer.weight_decay))
     schedule = lr_schedule(optimizer, cfg, int(cfg.max_steps))
@@ -66,9 +66,9 @@ def main() -> None:
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=[f"data_dir={data_dir}", *(args.overrides or ["experiment=fdu_apparel_to_MR"])])
     tokenizer = load_tokenizer(cfg.model)
-    model = build_classifier(cfg.model, tokenizer, 2).eval()
     sources = load_group(cfg.source_domain, "source_domain")
-    labels = sorted({label for domain in sources for label in domain.train["label"]})
+    labels = label_space(sources, [])  # the class ids a run would use
+    model = build_classifier(cfg.model, tokenizer, len(labels)).eval()
 
     def split(name: str) -> tuple[torch.Tensor, torch.Tensor]:
         texts = [t for domain in sources for t in getattr(domain, name)["text"]]
@@ -80,7 +80,7 @@ def main() -> None:
           f"schedule over {cfg.max_steps} steps")
     for steps in args.steps:
         for scale in args.scales:
-            accuracy = probe_accuracy(cfg, train, validation, scale, steps)
+            accuracy = probe_accuracy(cfg, train, validation, len(labels), scale, steps)
             print(f"probe {steps} steps, head lr {scale:g}x: source validation accuracy {accuracy:.3f}")
 
 

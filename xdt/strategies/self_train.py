@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from xdt.errors import XdtError
+from xdt.strategies._common import check_fraction_of_training
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
@@ -41,9 +42,7 @@ class SelfTraining(Strategy):
         # A threshold above 1 or a warm-up of the whole run would silently give no pseudo-label at all.
         if not 0 <= threshold <= 1:
             raise XdtError(f"strategy.threshold={threshold} is not valid: it is a probability, from 0 to 1")
-        if not 0 <= warmup < 1:
-            raise XdtError(f"strategy.warmup={warmup} is not valid: it is a fraction of training, from 0 up to "
-                           "(not including) 1")
+        check_fraction_of_training("strategy.warmup", warmup)
         self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
     def forward(self, source: Batch, target: Batch | None = None,
