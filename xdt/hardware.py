@@ -32,9 +32,10 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
                     hw.mixed_precision)
     if hw.get("num_threads"):
         torch.set_num_threads(int(hw.num_threads))
-    if hw.device == "cuda" and hw.get("tf32"):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
+    if hw.device == "cuda":
+        # Set both ways: the flags are process-wide, and a multirun's earlier job may have turned them on.
+        torch.backends.cuda.matmul.allow_tf32 = bool(hw.get("tf32"))
+        torch.backends.cudnn.allow_tf32 = bool(hw.get("tf32"))
     # split_batches: every batch of batch_size examples is split across the processes, so batch_size means
     # the same global batch (and the same optimisation) with 1 process or N.
     accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision,
