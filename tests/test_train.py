@@ -259,3 +259,12 @@ def test_minilm_on_fdu_mtl(tmp_path, cache_dir):
     saved = read_json(tmp_path / "run" / "metrics.json")
     assert saved["metrics"]["source/fdu_apparel/test"]["accuracy"] > 0.75
     assert set(saved["transfer_gap"]) == {"fdu_baby", "fdu_video", "fdu_MR"}
+
+
+def test_one_process_can_hold_runs_of_other_precisions(smoke):
+    """Accelerate keeps its first state per process; a multirun's next job (or evaluation after training)
+    may ask for another precision, and must get it rather than Accelerate's refusal."""
+    from xdt.hardware import make_accelerator
+    assert make_accelerator(smoke("hardware=cpu").hardware).mixed_precision == "no"
+    assert make_accelerator(smoke("hardware=cpu", "hardware.mixed_precision=bf16").hardware).mixed_precision == "bf16"
+    assert make_accelerator(smoke("hardware=cpu").hardware).mixed_precision == "no"

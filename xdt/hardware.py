@@ -5,7 +5,8 @@ from __future__ import annotations
 import logging
 
 import torch
-from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate import Accelerator, DataLoaderConfiguration, PartialState
+from accelerate.state import AcceleratorState
 from omegaconf import DictConfig
 
 from xdt.errors import XdtError
@@ -13,6 +14,23 @@ from xdt.errors import XdtError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("no", "bf16", "fp16")
+
+
+def process_state(hw: DictConfig) -> PartialState:
+    """Accelerate's per-process state for ``hw``: the device and, under a launcher, the process group.
+
+    Accelerate keeps one state per process, made by the first Accelerator, and afterwards keeps its device
+    (a later CUDA request stays on the CPU) or refuses another precision. One process can hold several runs
+    with other settings (a multirun's jobs, evaluation on the CPU after training on a GPU, tests), so a state
+    made for other settings is forgotten first. Under a launcher the process group is kept.
+    """
+    partial, accelerator = PartialState._shared_state, AcceleratorState._shared_state
+    if partial:
+        other_device = (partial["device"].type == "cpu") != (hw.device == "cpu")
+        other_precision = bool(accelerator) and accelerator.get("_mixed_precision") != hw.mixed_precision
+        if other_device or other_precision:
+            AcceleratorState._reset_state(reset_partial_state=partial.get("num_processes", 1) == 1)
+    return PartialState(cpu=hw.device == "cpu")
 
 
 def make_accelerator(hw: DictConfig) -> Accelerator:
@@ -30,6 +48,7 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
     if hw.device == "cpu" and hw.mixed_precision != "no":
         log.warning("hardware.mixed_precision=%s on CPU: bf16/fp16 matmuls are far slower than fp32 on most CPUs",
                     hw.mixed_precision)
+    process_state(hw)
     if hw.get("num_threads"):
         torch.set_num_threads(int(hw.num_threads))
     if hw.device == "cuda":

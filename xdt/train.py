@@ -33,7 +33,7 @@ from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
 from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, shot_batches, transfer_gaps
-from xdt.hardware import make_accelerator
+from xdt.hardware import make_accelerator, process_state
 from xdt.metrics.log import MetricsLog
 from xdt.pipeline import pretrain_first
 from xdt.models import build_classifier, count_parameters, frozen_weights_rebuildable, load_tokenizer, \
@@ -108,7 +108,7 @@ def shared_run_dir(run_dir: Path, hardware: DictConfig) -> Path:
     Each process composes its own config, and a dated folder name can fall on either side of a second;
     the main process's folder wins, and a stray empty folder of another process is removed.
     """
-    state = PartialState(cpu=hardware.device == "cpu")  # the process group, from the launcher's environment
+    state = process_state(hardware)  # the process group, from the launcher's environment
     if state.num_processes == 1:
         return run_dir
     shared = [str(run_dir)]
@@ -128,7 +128,8 @@ class LossWindow:
 
     def add(self, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
         for name, value in {"loss": loss, **terms}.items():
-            self.sums[name] = self.sums.get(name, 0) + torch.as_tensor(value).detach().float()
+            # on the loss's device: a strategy may report a term as a Python number or a CPU tensor
+            self.sums[name] = self.sums.get(name, 0) + torch.as_tensor(value).detach().float().to(loss.device)
         self.count += 1
 
     def flush(self, step: int, accelerator: Accelerator) -> dict[str, float]:
