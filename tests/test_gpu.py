@@ -1,4 +1,4 @@
-"""CUDA: every strategy trains under bf16 and fp16 autocast on one GPU, and a GPU-trained run reloads.
+"""CUDA: every strategy trains under bf16, fp16 and fp32 on one GPU, and a GPU-trained run reloads on GPU and CPU.
 
 Skipped where torch sees no GPU (CI has none). On a GPU machine: ``python -m pytest -m gpu``.
 """
