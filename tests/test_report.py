@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import statistics
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 from conftest import run_xdt
 from xdt import selection
-from xdt.report import write_report
+from xdt.report import mean_interval, write_report
 from xdt.sweep import run_job
 from xdt.train import train
 
@@ -71,7 +72,18 @@ def test_seed_by_seed_differences_match_the_runs(runs_folder, tmp_path):
     assert report.paired_differences("erm", PAIR) == []  # ERM is the reference, not compared with itself
     text = (tmp_path / "report.md").read_text()
     above = sum(x > 0 for x in expected)
-    assert f"| coral | {statistics.mean(expected):+.3f} ± {statistics.stdev(expected):.3f} ({above}/2 above) |" in text
+    assert f"| coral | {statistics.mean(expected):+.3f} (too few seeds for an interval; {above}/2 above) |" in text
+
+
+def test_mean_interval_is_students_t():
+    # Three values: t(0.975, 2 df) = 4.303; the interval is mean ± 4.303 * s / sqrt(3).
+    values = [0.01, 0.03, 0.08]
+    half = 4.303 * statistics.stdev(values) / math.sqrt(3)
+    assert mean_interval(values) == pytest.approx((0.04 - half, 0.04 + half))
+    # Ten values 1..10: mean 5.5, s = 3.0277, t(0.975, 9 df) = 2.262 -> 5.5 ± 2.166.
+    assert mean_interval([float(x) for x in range(1, 11)]) == pytest.approx((3.334, 7.666), abs=1e-3)
+    # Two values: one degree of freedom, none or all of the range (equal accuracies are common) -> no interval.
+    assert mean_interval([0.015, 0.015]) is None
 
 
 def test_a_criterion_is_applied_to_the_records_after_the_fact(runs_folder, tmp_path):

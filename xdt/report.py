@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -208,15 +209,41 @@ def cost_table(report: Report) -> list[list[str]]:
     return lines
 
 
+# Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom; beyond 30, 1.96 + 2.4/df is within 0.003.
+T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def mean_interval(values: list[float]) -> tuple[float, float] | None:
+    """95% confidence interval of the mean of ``values`` (Student's t); None for fewer than three values.
+
+    With two values the interval rests on one degree of freedom: ±9 of their standard deviations wide, or
+    of no width at all when the two happen to be equal (common for accuracies on a few hundred examples)."""
+    if len(values) < 3:
+        return None
+    df = len(values) - 1
+    half = (T_975[df - 1] if df <= len(T_975) else 1.96 + 2.4 / df) * statistics.stdev(values) / math.sqrt(len(values))
+    mean = statistics.mean(values)
+    return mean - half, mean + half
+
+
+def paired_cell(differences: list[float]) -> str:
+    """Mean difference, its 95% interval, and how many seeds came out above 0."""
+    if not differences:
+        return "-"
+    interval = mean_interval(differences)
+    spread = f"95% CI {interval[0]:+.3f} to {interval[1]:+.3f}; " if interval else "too few seeds for an interval; "
+    return f"{statistics.mean(differences):+.3f} ({spread}{sum(x > 0 for x in differences)}/{len(differences)} above)"
+
+
 def paired_table(report: Report) -> list[list[str]]:
-    """Per strategy and pair: mean ± std of the seed-by-seed differences from ERM, and how many are above 0."""
+    """Per strategy and pair: the mean seed-by-seed difference from ERM, its 95% interval, how many are above 0."""
     lines = [["strategy", *report.pairs, "average"]]
     for row in report.rows:
         if report.erm_rows.get(row, row) == row:  # ERM itself, or no single ERM row to compare with
             continue
         differences = [report.paired_differences(row, pair) for pair in report.pairs]
-        cells = [f"{statistics.mean(d):+.3f} ± {statistics.stdev(d) if len(d) > 1 else 0.0:.3f} "
-                 f"({sum(x > 0 for x in d)}/{len(d)} above)" if d else "-" for d in differences]
+        cells = [paired_cell(d) for d in differences]
         average = statistics.mean(statistics.mean(d) for d in differences) if all(differences) else None
         lines.append([row, *cells, _fmt(average, sign=True)])
     return lines
@@ -300,9 +327,11 @@ def write_report(folder: str | Path, criterion: str = "source_val", metric: str 
     paired = paired_table(report)
     if len(paired) > 1:
         text += ["\n## Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same pair "
-                 "(seeds that both ran once): mean ± standard deviation, and how many seeds came out above ERM. "
-                 "Runs that share a seed share their initial weights and batch order, so these differences are "
-                 "less noisy than the gain in the first table.\n", markdown(paired)]
+                 "(seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; from "
+                 "3 seeds up), and "
+                 "how many seeds came out above ERM. Runs that share a seed share their initial weights and batch "
+                 "order, so these differences are less noisy than the gain in the first table. An interval that "
+                 "contains 0 means these seeds cannot tell the strategy from ERM.\n", markdown(paired)]
     if diagnose:
         text += ["\n## Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
