@@ -66,6 +66,10 @@ CASES = {
                                  r"strategy\.warmup=1\.0 is not valid: it is a fraction of training"),
     "probe of the whole run": (lambda t: ["strategy=lp_ft", "strategy.probe=1"],
                                r"strategy\.probe=1 is not valid: it is a fraction of training"),
+    "averaging from the end": (lambda t: ["average_from=1.5"],
+                               r"average_from=1\.5 is not valid: it is the fraction of training after which weights "
+                               r"are averaged, from 0 up to \(not including\) 1, or null for none"),
+    "text warm-up ratio": (lambda t: ["warmup_ratio=abc"], r"warmup_ratio='abc' is not valid: it is the fraction"),
     "unknown selection": (lambda t: ["selection=best_target"], r"selection='best_target' is not valid"),
     "too long max_length": (lambda t: ["max_length=4096"], r"max_length=4096 is longer than model tiny allows "
                                                            r"\(512 tokens\)"),

@@ -12,9 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from conftest import DATA_DIR, compose_config, needs_fdu, run_xdt
 from xdt import checkpoint
+from xdt.averaging import WeightAverage
 from xdt.evaluate import evaluate_run
 from xdt.train import train
 
@@ -151,14 +154,16 @@ def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen, output: Path) 
         time.sleep(0.02)
 
 
-@pytest.mark.parametrize("sig,strategy", [(signal.SIGKILL, "erm"), (signal.SIGTERM, "erm"), (signal.SIGKILL, "dann")],
-                         ids=["SIGKILL", "SIGTERM", "SIGKILL-dann-with-target-stream"])
-def test_killed_run_resumes_to_the_same_metrics(tmp_path, cache_dir, sig, strategy):
-    reference = run_xdt("train", *SMOKE, f"strategy={strategy}", f"hydra.run.dir={tmp_path / 'full'}",
+@pytest.mark.parametrize("sig,overrides", [(signal.SIGKILL, ["strategy=erm"]), (signal.SIGTERM, ["strategy=erm"]),
+                                           (signal.SIGKILL, ["strategy=dann"]),
+                                           (signal.SIGTERM, ["strategy=erm", "average_from=0.02"])],
+                         ids=["SIGKILL", "SIGTERM", "SIGKILL-dann-with-target-stream", "SIGTERM-weight-averaging"])
+def test_killed_run_resumes_to_the_same_metrics(tmp_path, cache_dir, sig, overrides):
+    reference = run_xdt("train", *SMOKE, *overrides, f"hydra.run.dir={tmp_path / 'full'}",
                         f"cache_dir={cache_dir}", cwd=tmp_path)
     assert reference.returncode == 0, reference.stderr
     run, output = tmp_path / "killed", tmp_path / "killed.out"
-    process = start(run, cache_dir, output, f"strategy={strategy}")
+    process = start(run, cache_dir, output, *overrides)
     wait_for_checkpoint(run, process, output)
     process.send_signal(sig)
     process.wait(timeout=60)
@@ -268,3 +273,44 @@ def test_one_process_can_hold_runs_of_other_precisions(smoke):
     assert make_accelerator(smoke("hardware=cpu").hardware).mixed_precision == "no"
     assert make_accelerator(smoke("hardware=cpu", "hardware.mixed_precision=bf16").hardware).mixed_precision == "bf16"
     assert make_accelerator(smoke("hardware=cpu").hardware).mixed_precision == "no"
+
+
+def test_weight_averaging_evaluates_and_saves_the_mean_of_the_steps(smoke, tmp_path, monkeypatch):
+    """average_from=0.5 of 12 steps: steps 7..12 are averaged; what the checkpoint holds (and evaluation and
+    xdt eval score) is their mean, while the training weights travel in the training state."""
+    snapshots = []
+    update = WeightAverage.update
+
+    def recording(self, step):
+        update(self, step)
+        if step >= self.start_step:
+            snapshots.append({name: p.detach().clone() for name, p in self.parameters.items()})
+    monkeypatch.setattr(WeightAverage, "update", recording)
+    result = train(smoke("average_from=0.5", "selection=last"), tmp_path / "run")
+    assert len(snapshots) == 6
+    folder = checkpoint.step_dir(tmp_path / "run", 12)
+    saved = load_file(str(folder / checkpoint.MODEL_FILE))
+    state = checkpoint.load_state(folder / checkpoint.STATE_FILE)["averaging"]
+    assert state["count"] == 6
+    for name, last in snapshots[-1].items():
+        mean = torch.stack([s[name] for s in snapshots]).mean(0)
+        assert torch.allclose(saved[name], mean, atol=1e-6), name
+        assert torch.equal(state["training_weights"][name], last), name
+    again = evaluate_run(smoke(f"run_dir={tmp_path / 'run'}", name="eval"), tmp_path / "eval")
+    assert again["metrics"] == result["metrics"]
+
+
+def test_weight_average_swaps_in_and_back():
+    layer = torch.nn.Linear(2, 1)
+    average = WeightAverage(layer, start_step=2)
+    values = [1.0, 2.0, 4.0]
+    for step, value in enumerate(values, start=1):
+        torch.nn.init.constant_(layer.weight, value)
+        average.update(step)
+    assert average.count == 2
+    with average.applied() as training:
+        assert torch.allclose(layer.weight, torch.full_like(layer.weight, 3.0))  # mean of steps 2 and 3
+        with average.applied() as inner:  # nested: no second swap
+            assert inner is training and torch.allclose(layer.weight, torch.full_like(layer.weight, 3.0))
+        assert torch.equal(training["weight"], torch.full_like(layer.weight, 4.0))
+    assert torch.equal(layer.weight, torch.full_like(layer.weight, 4.0))

@@ -81,6 +81,21 @@ def positive(cfg: DictConfig, key: str, kind: type = int, allow_none: bool = Fal
     return number
 
 
+def fraction(cfg: DictConfig, key: str, meaning: str, allow_none: bool = False) -> float | None:
+    """Read ``cfg[key]`` as a fraction of training in [0, 1) or raise a message naming the key and the value."""
+    value = OmegaConf.select(cfg, key)
+    if value is None and allow_none:
+        return None
+    try:
+        ok = 0 <= float(value) < 1 and not isinstance(value, bool)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise XdtError(f"{key}={value!r} is not valid: it is {meaning}, from 0 up to (not including) 1"
+                       + (", or null for none" if allow_none else ""))
+    return float(value)
+
+
 def check_training_settings(cfg: DictConfig) -> None:
     """Reject bad top-level training settings before any data or model is loaded."""
     positive(cfg, "batch_size")
@@ -95,8 +110,9 @@ def check_training_settings(cfg: DictConfig) -> None:
     positive(cfg, "epochs", float, allow_none=True)
     positive(cfg, "patience", allow_none=True)
     positive(cfg, "max_examples", allow_none=True)
-    if not 0 <= float(cfg.warmup_ratio) < 1:
-        raise XdtError(f"warmup_ratio={cfg.warmup_ratio!r} is not valid: it must be in [0, 1)")
+    fraction(cfg, "warmup_ratio", "the fraction of training spent warming the learning rate up")
+    if "average_from" in cfg:  # xdt pretrain has no weight averaging
+        fraction(cfg, "average_from", "the fraction of training after which weights are averaged", allow_none=True)
     if cfg.max_grad_norm is not None:
         positive(cfg, "max_grad_norm", float)
     choices = {"lr_schedule": ("linear", "constant"), "selection": tuple(CRITERIA)}

@@ -7,6 +7,7 @@ seed -> accelerator -> tokenizer, data -> model, strategy -> optimizer, schedule
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -31,6 +32,7 @@ from xdt.config import check_training_settings, instantiate, target_class
 from xdt.console import print_summary, training_progress
 from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
+from xdt.averaging import WeightAverage
 from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, shot_batches, transfer_gaps
 from xdt.hardware import make_accelerator, process_state
@@ -192,6 +194,11 @@ class Session:
     describe: dict  # strategy, model, seed, domains: stamped on every record
     started: float = dataclasses.field(default_factory=time.perf_counter)
     shots: dict | None = None  # target name -> its shot batch, for strategies that adapt to them when scoring
+    averager: WeightAverage | None = None  # average_from: evaluations and checkpoints use the averaged weights
+
+    def averaged(self):
+        """A block in which the strategy holds the averaged weights (a no-op without averaging)."""
+        return self.averager.applied() if self.averager else contextlib.nullcontext({})
 
     def wall_seconds(self, state: LoopState) -> float:
         return state.wall_seconds + time.perf_counter() - self.started
@@ -201,8 +208,11 @@ class Session:
         loop = {**dataclasses.asdict(state), "wall_seconds": self.wall_seconds(state)}
         training_state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                           "loop": loop}
-        checkpoint.save_checkpoint(self.run_dir, state.step, self.strategy, training_state, self.accelerator,
-                                   include_frozen=not frozen_weights_rebuildable(self.cfg.model))
+        with self.averaged() as training_weights:  # the checkpoint's model is the averaged one
+            if self.averager:
+                training_state["averaging"] = self.averager.state(training_weights)
+            checkpoint.save_checkpoint(self.run_dir, state.step, self.strategy, training_state, self.accelerator,
+                                       include_frozen=not frozen_weights_rebuildable(self.cfg.model))
         if self.accelerator.is_main_process:
             checkpoint.link(self.run_dir, "last", state.step)
             if best:
@@ -251,6 +261,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     scheduler = lr_schedule(optimizer, cfg, max_steps)
     unwrapped = accelerator.unwrap_model(strategy)
     l2sp = L2SP(unwrapped, float(cfg.l2sp.alpha), float(cfg.l2sp.beta)) if cfg.l2sp.alpha or cfg.l2sp.beta else None
+    average_from = cfg.get("average_from")
+    averager = WeightAverage(unwrapped, int(float(average_from) * max_steps) + 1) if average_from is not None else None
     if accelerator.is_main_process and not (run_dir / "model").exists():
         save_model_files(unwrapped.model, tokenizer, data.label_names, run_dir / "model")
         context.save(run_dir / "model" / "strategy_context.json")
@@ -261,7 +273,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", write=accelerator.is_main_process)
     shots = shot_batches(data, collator, accelerator.device) if data.target_shots and not data.shots_in_training else None
     session = Session(cfg, run_dir, accelerator, unwrapped, optimizer, scheduler, metrics_log, describe,
-                      started=started, shots=shots)
+                      started=started, shots=shots, averager=averager)
     state = resume(session) if cfg.resume else LoopState()
     source_batches = batches_forever(source_loader, samplers[0], accelerator, state.step)
     target_batches = batches_forever(target_loader, samplers[1], accelerator, state.step) if target_loader else None
@@ -291,6 +303,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state.step += 1
+            if averager is not None:
+                averager.update(state.step)
             state.samples += len(source["labels"]) * accelerator.num_processes
             window.add(loss, terms)
             evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
@@ -352,6 +366,8 @@ def resume(session: Session) -> LoopState:
         return LoopState()
     folder = checkpoint.step_dir(run_dir, steps[-1])
     saved = checkpoint.load_checkpoint(folder, session.strategy, accelerator.process_index)
+    if session.averager is not None:  # the loaded weights are the average; the training weights come back
+        session.averager.restore(saved.get("averaging"))
     try:
         session.optimizer.load_state_dict(saved["optimizer"])
     except ValueError as error:  # e.g. a checkpoint from before a strategy gave a head its own learning rate
@@ -383,7 +399,8 @@ def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
 def evaluate_and_save(session: Session, state: LoopState, loaders: dict, train_terms: dict) -> bool:
     """Evaluate, update selection and early stopping, log the record, checkpoint. True = stop early."""
     cfg = session.cfg
-    results = evaluate(session.strategy, loaders, session.accelerator, session.shots)
+    with session.averaged():
+        results = evaluate(session.strategy, loaders, session.accelerator, session.shots)
     metric = cfg.selection_metric
     monitor = selection.score(results, "source_val", metric)  # early stopping never reads target labels
     select = selection.score(results, cfg.selection, metric)
