@@ -16,6 +16,16 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("no", "bf16", "fp16")
 
 
+def check_hardware(hw: DictConfig) -> None:
+    """Refuse a device or precision this process cannot give, naming the setting."""
+    if hw.device not in ("cpu", "cuda"):
+        raise XdtError(f"hardware.device={hw.device!r} is not valid: choose cpu or cuda")
+    if hw.mixed_precision not in PRECISIONS:
+        raise XdtError(f"hardware.mixed_precision={hw.mixed_precision!r} is not valid: choose {', '.join(PRECISIONS)}")
+    if hw.device == "cuda" and not torch.cuda.is_available():
+        raise XdtError("hardware.device=cuda but torch sees no CUDA GPU; use hardware=cpu")
+
+
 def process_state(hw: DictConfig) -> PartialState:
     """Accelerate's per-process state for ``hw``: the device and, under a launcher, the process group.
 
@@ -24,6 +34,7 @@ def process_state(hw: DictConfig) -> PartialState:
     with other settings (a multirun's jobs, evaluation on the CPU after training on a GPU, tests), so a state
     made for other settings is forgotten first. Under a launcher the process group is kept.
     """
+    check_hardware(hw)  # before touching any state: a refused setting leaves the process as it was
     partial, accelerator = PartialState._shared_state, AcceleratorState._shared_state
     if partial:
         other_device = (partial["device"].type == "cpu") != (hw.device == "cpu")
@@ -39,12 +50,6 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
     Multi-process data parallelism needs no setting here: ``accelerate launch`` or ``torchrun`` set
     the environment the Accelerator reads.
     """
-    if hw.device not in ("cpu", "cuda"):
-        raise XdtError(f"hardware.device={hw.device!r} is not valid: choose cpu or cuda")
-    if hw.mixed_precision not in PRECISIONS:
-        raise XdtError(f"hardware.mixed_precision={hw.mixed_precision!r} is not valid: choose {', '.join(PRECISIONS)}")
-    if hw.device == "cuda" and not torch.cuda.is_available():
-        raise XdtError("hardware.device=cuda but torch sees no CUDA GPU; use hardware=cpu")
     if hw.device == "cpu" and hw.mixed_precision != "no":
         log.warning("hardware.mixed_precision=%s on CPU: bf16/fp16 matmuls are far slower than fp32 on most CPUs",
                     hw.mixed_precision)
