@@ -33,7 +33,8 @@ VARIANTS = {"erm": ["strategy=erm"], "dann": ["strategy=dann"],
             "mtl": ["strategy=mtl"], "self_train": ["strategy=self_train", "strategy.warmup=0"],
             "fgm": ["strategy=fgm"], "augment": ["strategy=augment"], "lp_ft": ["strategy=lp_ft"],
             "erm+lora": ["strategy=erm", "model.peft=lora"], "dann+lora": ["strategy=dann", "model.peft=lora"],
-            "reptile": ["strategy=reptile"], "maml": ["strategy=maml"]}
+            "reptile": ["strategy=reptile"], "maml": ["strategy=maml"],
+            "erm+averaging": ["strategy=erm", "average_from=0"]}  # weight averaging on every step
 
 
 def seconds_per_step(overrides: list[str], run_dir: Path) -> float:
