@@ -14,7 +14,8 @@ import pytest
 
 from conftest import run_xdt
 from xdt import selection
-from xdt.report import mean_interval, write_report
+from xdt.report import mean_interval, row_labels, write_report
+from xdt.runs import Run
 from xdt.sweep import run_job
 from xdt.train import train
 
@@ -132,3 +133,12 @@ def json_mean_source_minus_target(folder: Path) -> float:
     results = [json.loads((folder / f"erm-{seed}" / "metrics.json").read_text())["metrics"] for seed in (0, 1)]
     return statistics.mean(m["source/syn_books/test"]["accuracy"] for m in results) - \
         statistics.mean(m["target/syn_kitchen/test"]["accuracy"] for m in results)
+
+
+def test_a_varying_setting_labels_its_rows_as_typed_on_the_command_line(tmp_path):
+    def run(name: str, average_from) -> Run:
+        config = {"model": {"name": "tiny"}, "strategy": {"_target_": "xdt.strategies.erm.ERM"}, "seed": 0,
+                  "average_from": average_from}
+        return Run(tmp_path / name, config, [], {"strategy": "erm"}, None)
+    labels = row_labels([run("plain", None), run("averaged", 0.5)])
+    assert labels == {tmp_path / "plain": "erm average_from=null", tmp_path / "averaged": "erm average_from=0.5"}

@@ -121,6 +121,11 @@ def selected_scores(run: Run, criterion: str, metric: str) -> tuple[dict[str, di
     return record["eval"], record["step"]
 
 
+def hydra_value(value) -> str:
+    """A setting as one would type it on the command line (null, not Python's None)."""
+    return "null" if value is None else str(value)
+
+
 def row_labels(runs: list[Run]) -> dict[Path, str]:
     """The row of each run: [model/]strategy[+peft][ key=value ...] for the settings that vary in its group."""
     several_models = len({r.model for r in runs}) > 1
@@ -134,7 +139,7 @@ def row_labels(runs: list[Run]) -> dict[Path, str]:
         varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
         for run, values in zip(members, settings):
             label = f"{model}/{strategy}" if several_models else strategy
-            suffix = " ".join(f"{k}={values.get(k)}" for k in varying)
+            suffix = " ".join(f"{k}={hydra_value(values.get(k))}" for k in varying)
             labels[run.path] = f"{label} {suffix}" if suffix else label
     return labels
 
