@@ -28,11 +28,11 @@ from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from xdt import checkpoint, selection
+from xdt.averaging import WeightAverage
 from xdt.config import check_training_settings, instantiate, target_class
 from xdt.console import print_summary, training_progress
 from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
-from xdt.averaging import WeightAverage
 from xdt.errors import XdtError
 from xdt.evaluate import eval_loaders, evaluate, shot_batches, transfer_gaps
 from xdt.hardware import make_accelerator, process_state
