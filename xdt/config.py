@@ -81,9 +81,11 @@ def positive(cfg: DictConfig, key: str, kind: type = int, allow_none: bool = Fal
     return number
 
 
-def fraction(cfg: DictConfig, key: str, meaning: str, allow_none: bool = False) -> float | None:
-    """Read ``cfg[key]`` as a fraction of training in [0, 1) or raise a message naming the key and the value."""
-    value = OmegaConf.select(cfg, key)
+def check_fraction(key: str, value: Any, meaning: str = "a fraction of training",
+                   allow_none: bool = False) -> float | None:
+    """``value`` as a fraction of training in [0, 1) (a warm-up, a probe, where averaging starts), or a message
+    naming the key and the value. 1 or more would make the phase the whole run and silently turn off what
+    follows it."""
     if value is None and allow_none:
         return None
     try:
@@ -110,9 +112,9 @@ def check_training_settings(cfg: DictConfig) -> None:
     positive(cfg, "epochs", float, allow_none=True)
     positive(cfg, "patience", allow_none=True)
     positive(cfg, "max_examples", allow_none=True)
-    fraction(cfg, "warmup_ratio", "the fraction of training spent warming the learning rate up")
-    if "average_from" in cfg:  # xdt pretrain has no weight averaging
-        fraction(cfg, "average_from", "the fraction of training after which weights are averaged", allow_none=True)
+    check_fraction("warmup_ratio", cfg.warmup_ratio, "the fraction of training spent warming the learning rate up")
+    check_fraction("average_from", cfg.get("average_from"), "the fraction of training after which weights are "
+                   "averaged", allow_none=True)  # absent (xdt pretrain) reads as null
     if cfg.max_grad_norm is not None:
         positive(cfg, "max_grad_norm", float)
     choices = {"lr_schedule": ("linear", "constant"), "selection": tuple(CRITERIA)}

@@ -50,10 +50,10 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
     Multi-process data parallelism needs no setting here: ``accelerate launch`` or ``torchrun`` set
     the environment the Accelerator reads.
     """
+    process_state(hw)  # checks the settings first
     if hw.device == "cpu" and hw.mixed_precision != "no":
         log.warning("hardware.mixed_precision=%s on CPU: bf16/fp16 matmuls are far slower than fp32 on most CPUs",
                     hw.mixed_precision)
-    process_state(hw)
     if hw.get("num_threads"):
         torch.set_num_threads(int(hw.num_threads))
     if hw.device == "cuda":

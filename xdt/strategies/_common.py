@@ -8,8 +8,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from xdt.errors import XdtError
-
 
 class _GradientReversal(torch.autograd.Function):
     @staticmethod
@@ -25,13 +23,6 @@ class _GradientReversal(torch.autograd.Function):
 def reverse_gradient(features: torch.Tensor, scale: float) -> torch.Tensor:
     """Identity forward; multiplies the gradient by ``-scale`` backward (Ganin and Lempitsky, ICML 2015)."""
     return _GradientReversal.apply(features, scale)
-
-
-def check_fraction_of_training(key: str, value: float) -> None:
-    """A strategy's phase boundary (a warm-up, a probe) as a fraction of the step budget: 1 or more would
-    make the phase the whole run, which silently turns the strategy's main term off."""
-    if not 0 <= value < 1:
-        raise XdtError(f"{key}={value} is not valid: it is a fraction of training, from 0 up to (not including) 1")
 
 
 def confusion_loss(logits: torch.Tensor) -> torch.Tensor:

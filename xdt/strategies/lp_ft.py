@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from xdt.config import check_fraction
 from xdt.errors import XdtError
-from xdt.strategies._common import check_fraction_of_training
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
@@ -34,7 +34,7 @@ class LinearProbeThenFineTune(Strategy):
     def __init__(self, model, context: StrategyContext = StrategyContext(), probe: float = 0.33,
                  head_lr_scale: float = 100.0):
         super().__init__(model, context)
-        check_fraction_of_training("strategy.probe", probe)
+        check_fraction("strategy.probe", probe)
         if not head_lr_scale > 0:
             raise XdtError(f"strategy.head_lr_scale={head_lr_scale} is not valid: it must be positive")
         self.probe, self.head_lr_scale = probe, head_lr_scale

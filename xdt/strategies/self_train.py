@@ -25,8 +25,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from xdt.config import check_fraction
 from xdt.errors import XdtError
-from xdt.strategies._common import check_fraction_of_training
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
@@ -42,7 +42,7 @@ class SelfTraining(Strategy):
         # A threshold above 1 or a warm-up of the whole run would silently give no pseudo-label at all.
         if not 0 <= threshold <= 1:
             raise XdtError(f"strategy.threshold={threshold} is not valid: it is a probability, from 0 to 1")
-        check_fraction_of_training("strategy.warmup", warmup)
+        check_fraction("strategy.warmup", warmup)
         self.threshold, self.weight, self.warmup, self.diversity = threshold, weight, warmup, diversity
 
     def forward(self, source: Batch, target: Batch | None = None,
