@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_xdt
 from xdt import selection
-from xdt.report import mean_interval, row_labels, write_report
+from xdt.report import erm_references, mean_interval, row_labels, write_report
 from xdt.runs import Run
 from xdt.sweep import run_job
 from xdt.train import train
@@ -142,3 +142,22 @@ def test_a_varying_setting_labels_its_rows_as_typed_on_the_command_line(tmp_path
         return Run(tmp_path / name, config, [], {"strategy": "erm"}, None)
     labels = row_labels([run("plain", None), run("averaged", 0.5)])
     assert labels == {tmp_path / "plain": "erm average_from=null", tmp_path / "averaged": "erm average_from=0.5"}
+
+
+def test_each_row_is_compared_with_the_erm_row_that_shares_its_settings(tmp_path):
+    """Two ERM rows (with and without weight averaging): each row's reference is the ERM row with its own
+    average_from; a LoRA row, whose model differs only in PEFT, is compared with full fine-tuning."""
+    def runs(name: str, strategy: str, average_from, peft: str = "none") -> list[Run]:
+        config = {"model": {"name": "tiny", "peft": peft}, "strategy": {"_target_": f"xdt.strategies.{strategy}.X"},
+                  "average_from": average_from}
+        return [Run(tmp_path / f"{name}-{seed}", {**config, "seed": seed}, [], {"strategy": strategy}, None)
+                for seed in (0, 1)]
+    by_row = {"erm average_from=null": runs("erm", "erm", None), "erm average_from=0.5": runs("erm_avg", "erm", 0.5),
+              "dann average_from=null": runs("dann", "dann", None), "dann average_from=0.5": runs("dann_avg", "dann", 0.5),
+              "coral": runs("coral", "coral", None), "erm+lora": runs("lora", "erm", None, peft="lora")}
+    assert erm_references(by_row) == {
+        "erm average_from=null": "erm average_from=null", "erm average_from=0.5": "erm average_from=0.5",
+        "dann average_from=null": "erm average_from=null", "dann average_from=0.5": "erm average_from=0.5",
+        "coral": "erm average_from=null", "erm+lora": "erm average_from=null"}
+    mixed = {**by_row, "coral": runs("coral", "coral", None) + runs("coral_avg", "coral", 0.5)}
+    assert "coral" not in erm_references(mixed)  # its runs disagree on the setting: no single reference

@@ -585,9 +585,8 @@ def test_an_alignment_strategy_beats_erm_on_the_synthetic_benchmark(smoke, cache
     def mean_target_accuracy(strategy: str) -> float:
         accuracies = []
         for seed in (0, 1, 2):
-            cfg = compose_config(["model=tiny", f"cache_dir={cache_dir}", "target_domain=[syn_kitchen]",
-                                  "optimizer.lr=1e-3", "max_steps=300", "eval_interval=100", "log_interval=50",
-                                  f"strategy={strategy}", f"seed={seed}"])
+            cfg = compose_config(["experiment=synthetic_shift", f"cache_dir={cache_dir}", f"strategy={strategy}",
+                                  f"seed={seed}"])
             result = train(cfg, tmp_path / f"{strategy}-{seed}")
             accuracies.append(result["metrics"]["target/syn_kitchen/test"]["accuracy"])
         return sum(accuracies) / len(accuracies)

@@ -261,6 +261,7 @@ def test_minilm_on_fdu_mtl(tmp_path, cache_dir):
                      f"data_dir={DATA_DIR}", f"hydra.run.dir={tmp_path / 'run'}", f"cache_dir={cache_dir}",
                      cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert "Loading weights" not in result.stderr  # transformers' per-load progress bar stays off
     saved = read_json(tmp_path / "run" / "metrics.json")
     assert saved["metrics"]["source/fdu_apparel/test"]["accuracy"] > 0.75
     assert set(saved["transfer_gap"]) == {"fdu_baby", "fdu_video", "fdu_MR"}

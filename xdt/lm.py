@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+from transformers.utils import logging as transformers_logging
 
 from xdt.errors import XdtError
 from xdt.models import encoder_config, init_folder, mask_tokens
@@ -50,6 +51,7 @@ def build_language_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, ob
     try:
         if source is None and cfg.get("random_init"):
             return auto.from_config(config, trust_remote_code=remote)
+        transformers_logging.disable_progress_bar()  # as in xdt.models.build_encoder
         return auto.from_pretrained(source or cfg.name_or_path, config=config, trust_remote_code=remote,
                                     revision=None if source else cfg.get("revision"))
     except ValueError as error:

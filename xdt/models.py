@@ -20,6 +20,7 @@ from peft import AdaLoraConfig, IA3Config, LoraConfig, get_peft_model
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokenizer, PretrainedConfig, \
     PreTrainedModel, PreTrainedTokenizerBase
+from transformers.utils import logging as transformers_logging
 
 from xdt.errors import XdtError
 
@@ -152,6 +153,7 @@ def build_encoder(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, pretraine
     source = init_folder(cfg)
     if not pretrained or (source is None and cfg.get("random_init")):
         return _drop_pooler(AutoModel.from_config(config, trust_remote_code=remote))
+    transformers_logging.disable_progress_bar()  # xdt logs what it loads; a bar per job would clutter a sweep's log
     try:
         encoder = AutoModel.from_pretrained(source or cfg.name_or_path, config=config, trust_remote_code=remote,
                                             revision=None if source else cfg.get("revision"))

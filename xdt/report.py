@@ -178,13 +178,31 @@ def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "
             cell.step_seconds.append(run.result["train_time_s"] / max(run.result["steps"], 1))
     rows = sorted(by_row, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
     pairs = sorted({pair for _, pair in cells})
-    erm_rows = {}
-    for row in rows:
-        model = by_row[row][0].model
-        erm = [r for r in rows if by_row[r][0].model == model and by_row[r][0].strategy == "erm"]
-        if len(erm) == 1:  # with several ERM variants the reference would be a guess
-            erm_rows[row] = erm[0]
-    return Report(criterion, metric, rows, pairs, dict(cells), erm_rows, left_out, dict(by_row))
+    return Report(criterion, metric, rows, pairs, dict(cells), erm_references(by_row), left_out, dict(by_row))
+
+
+def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
+    """The ERM row each row is compared with: the ERM row of the same model (full fine-tuning).
+
+    Where that model has several ERM rows (they differ in a setting such as ``average_from``), a row is
+    compared with the one that shares its value of every such setting; a row that fits none or several
+    gets no reference, since the reference would be a guess.
+    """
+    settings = {row: [run.settings() for run in runs] for row, runs in by_row.items()}
+    references = {}
+    for row, runs in by_row.items():
+        erm = [r for r in by_row if by_row[r][0].model == runs[0].model and by_row[r][0].strategy == "erm"]
+        erm_settings = [one for r in erm for one in settings[r]]
+        keys = sorted({k for one in erm_settings for k in one})
+        varying = [k for k in keys if len({repr(one.get(k)) for one in erm_settings}) > 1]
+
+        def values(r: str) -> set[tuple]:
+            return {tuple(repr(one.get(k)) for k in varying) for one in settings[r]}
+
+        fitting = [r for r in erm if len(values(row)) == 1 and values(r) == values(row)]
+        if len(fitting) == 1:
+            references[row] = fitting[0]
+    return references
 
 
 def _fmt(value: float | None, sign: bool = False, digits: int = 3) -> str:

@@ -372,7 +372,7 @@ def resume(session: Session) -> LoopState:
         session.optimizer.load_state_dict(saved["optimizer"])
     except ValueError as error:  # e.g. a checkpoint from before a strategy gave a head its own learning rate
         raise XdtError(f"{folder}: its optimizer state does not fit this run's parameter groups ({error}); "
-                       f"it was written by another version of xdt: start a new run") from None
+                       f"another version of xdt wrote it, or the run's config.yaml was edited since: start a new run") from None
     session.scheduler.load_state_dict(saved["scheduler"])
     state = LoopState(**saved["loop"])
     if accelerator.is_main_process:

@@ -79,11 +79,11 @@ class DANN(Strategy):
         scale = self.weight * dann_lambda(progress, self.gamma)
         if self.adversary == "reversal":
             domain_loss = F.cross_entropy(self.discriminator(reverse_gradient(features, scale)), domains)
-            terms.update(domain=domain_loss, reversal_scale=torch.tensor(scale))
+            terms.update(domain=domain_loss, reversal_scale=classification.new_full((), scale))
             return classification + domain_loss, terms
         domain_loss = F.cross_entropy(self.discriminator(features.detach()), domains)
         confusion = confusion_loss(self.fixed_discriminator(features))
-        terms.update(domain=domain_loss, confusion=confusion, confusion_scale=torch.tensor(scale))
+        terms.update(domain=domain_loss, confusion=confusion, confusion_scale=classification.new_full((), scale))
         return classification + domain_loss + scale * confusion, terms
 
     def fixed_discriminator(self, features: torch.Tensor) -> torch.Tensor:

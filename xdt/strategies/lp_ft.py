@@ -49,4 +49,4 @@ class LinearProbeThenFineTune(Strategy):
         if probing:  # same value, zero gradient into the encoder
             features = features.detach() + 0.0 * features
         loss = F.cross_entropy(self.model.classify(features), source["labels"])
-        return loss, {"classification": loss, "probing": torch.tensor(float(probing))}
+        return loss, {"classification": loss, "probing": loss.new_full((), float(probing))}
