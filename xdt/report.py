@@ -195,14 +195,16 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
         erm_settings = [one for r in erm for one in settings[r]]
         keys = sorted({k for one in erm_settings for k in one})
         varying = [k for k in keys if len({repr(one.get(k)) for one in erm_settings}) > 1]
-
-        def values(r: str) -> set[tuple]:
-            return {tuple(repr(one.get(k)) for k in varying) for one in settings[r]}
-
-        fitting = [r for r in erm if len(values(row)) == 1 and values(r) == values(row)]
+        mine = values_of(settings[row], varying)
+        fitting = [r for r in erm if len(mine) == 1 and values_of(settings[r], varying) == mine]
         if len(fitting) == 1:
             references[row] = fitting[0]
     return references
+
+
+def values_of(settings: list[dict[str, object]], keys: list[str]) -> set[tuple[str, ...]]:
+    """The distinct combinations of ``keys``' values among runs' settings (one element when they agree)."""
+    return {tuple(repr(one.get(k)) for k in keys) for one in settings}
 
 
 def _fmt(value: float | None, sign: bool = False, digits: int = 3) -> str:
