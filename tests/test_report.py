@@ -62,6 +62,9 @@ def test_report_equals_the_metrics_files(runs_folder, tmp_path):
     assert "optimizer.lr=-1 is not valid" in left_out["broken"] and left_out["cut-off"].startswith("unfinished")
     text = (tmp_path / "report.md").read_text()
     assert "best source validation accuracy" in text and "## Not averaged in" in text
+    erm_line = next(line for line in text.splitlines() if line.startswith("| erm |"))
+    assert erm_line.endswith("| reference |")  # not "+0.000": a reference row is not compared with itself
+    assert f"| {report.gain('coral'):+.3f} |" in next(line for line in text.splitlines() if line.startswith("| coral |"))
 
 
 def test_seed_by_seed_differences_match_the_runs(runs_folder, tmp_path):

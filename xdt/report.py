@@ -101,7 +101,8 @@ class Report:
     def caption(self) -> str:
         text = (f"Target test {self.metric} of the checkpoint chosen by {selection.describe(self.criterion, self.metric)}; "
                 f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
-                f"gain = average minus ERM's average with the same model.")
+                f"gain = average minus the average of the ERM row it is compared with (the row marked reference: same "
+                f"model, and the row's own value of any setting that ERM's rows differ in).")
         if self.criterion == "target_oracle":
             text += (" ORACLE SELECTION: target labels chose these checkpoints, so the numbers are optimistic upper "
                      "bounds, not estimates of transfer.")
@@ -218,7 +219,8 @@ def main_table(report: Report) -> list[list[str]]:
     for row in report.rows:
         cells = [report.cells.get((row, p)) for p in report.pairs]
         lines.append([row, *(f"{c.mean:.3f} ± {c.std:.3f} ({len(c.target)})" if c else "-" for c in cells),
-                      _fmt(report.average(row)), _fmt(report.gain(row), sign=True)])
+                      _fmt(report.average(row)),
+                      "reference" if report.erm_rows.get(row) == row else _fmt(report.gain(row), sign=True)])
     return lines
 
 
