@@ -43,9 +43,9 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for strategy in strategies:
-            accuracies = [target_accuracy(["experiment=synthetic_shift", f"cache_dir={tmp}/cache", f"strategy={strategy}",
-                                           f"seed={seed}", *overrides], Path(tmp) / f"{strategy}-{seed}")
-                          for seed in (0, 1, 2)]
+            accuracies = [target_accuracy(["experiment=synthetic_shift", f"cache_dir={tmp}/cache",
+                                           f"strategy={strategy}", f"seed={seed}", *overrides],
+                                          Path(tmp) / f"{strategy}-{seed}") for seed in (0, 1, 2)]
             rows.append((strategy, accuracies))
     print(f"\nsynthetic books -> kitchen, tiny model, 300 steps, seeds 0 1 2 {' '.join(overrides)}")
     for strategy, accuracies in rows:

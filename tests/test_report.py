@@ -64,7 +64,8 @@ def test_report_equals_the_metrics_files(runs_folder, tmp_path):
     assert "best source validation accuracy" in text and "## Not averaged in" in text
     erm_line = next(line for line in text.splitlines() if line.startswith("| erm |"))
     assert erm_line.endswith("| reference |")  # not "+0.000": a reference row is not compared with itself
-    assert f"| {report.gain('coral'):+.3f} |" in next(line for line in text.splitlines() if line.startswith("| coral |"))
+    coral_line = next(line for line in text.splitlines() if line.startswith("| coral |"))
+    assert f"| {report.gain('coral'):+.3f} |" in coral_line
 
 
 def test_seed_by_seed_differences_match_the_runs(runs_folder, tmp_path):
@@ -155,8 +156,10 @@ def test_each_row_is_compared_with_the_erm_row_that_shares_its_settings(tmp_path
                   "average_from": average_from}
         return [Run(tmp_path / f"{name}-{seed}", {**config, "seed": seed}, [], {"strategy": strategy}, None)
                 for seed in (0, 1)]
-    by_row = {"erm average_from=null": runs("erm", "erm", None), "erm average_from=0.5": runs("erm_avg", "erm", 0.5),
-              "dann average_from=null": runs("dann", "dann", None), "dann average_from=0.5": runs("dann_avg", "dann", 0.5),
+    by_row = {"erm average_from=null": runs("erm", "erm", None),
+              "erm average_from=0.5": runs("erm_avg", "erm", 0.5),
+              "dann average_from=null": runs("dann", "dann", None),
+              "dann average_from=0.5": runs("dann_avg", "dann", 0.5),
               "coral": runs("coral", "coral", None), "erm+lora": runs("lora", "erm", None, peft="lora")}
     assert erm_references(by_row) == {
         "erm average_from=null": "erm average_from=null", "erm average_from=0.5": "erm average_from=0.5",
