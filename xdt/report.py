@@ -136,8 +136,7 @@ def row_labels(runs: list[Run]) -> dict[Path, str]:
     labels = {}
     for (model, strategy), members in groups.items():
         settings = [m.settings() for m in members]
-        keys = sorted({k for s in settings for k in s})
-        varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+        varying = varying_keys(settings)
         for run, values in zip(members, settings):
             label = f"{model}/{strategy}" if several_models else strategy
             suffix = " ".join(f"{k}={hydra_value(values.get(k))}" for k in varying)
@@ -190,17 +189,25 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
     gets no reference, since the reference would be a guess.
     """
     settings = {row: [run.settings() for run in runs] for row, runs in by_row.items()}
+    erm_rows: dict[str, list[str]] = defaultdict(list)  # model -> its ERM rows
+    for row, runs in by_row.items():
+        if runs[0].strategy == "erm":
+            erm_rows[runs[0].model].append(row)
+    varying = {model: varying_keys([one for r in rows for one in settings[r]]) for model, rows in erm_rows.items()}
     references = {}
     for row, runs in by_row.items():
-        erm = [r for r in by_row if by_row[r][0].model == runs[0].model and by_row[r][0].strategy == "erm"]
-        erm_settings = [one for r in erm for one in settings[r]]
-        keys = sorted({k for one in erm_settings for k in one})
-        varying = [k for k in keys if len({repr(one.get(k)) for one in erm_settings}) > 1]
-        mine = values_of(settings[row], varying)
-        fitting = [r for r in erm if len(mine) == 1 and values_of(settings[r], varying) == mine]
+        model = runs[0].model
+        mine = values_of(settings[row], varying.get(model, []))
+        fitting = [r for r in erm_rows[model] if len(mine) == 1 and values_of(settings[r], varying[model]) == mine]
         if len(fitting) == 1:
             references[row] = fitting[0]
     return references
+
+
+def varying_keys(settings: list[dict[str, object]]) -> list[str]:
+    """The keys whose values differ between some of these runs' settings, sorted."""
+    keys = sorted({k for one in settings for k in one})
+    return [k for k in keys if len({repr(one.get(k)) for one in settings}) > 1]
 
 
 def values_of(settings: list[dict[str, object]], keys: list[str]) -> set[tuple[str, ...]]:
