@@ -196,9 +196,9 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
     varying = {model: varying_keys([one for r in rows for one in settings[r]]) for model, rows in erm_rows.items()}
     references = {}
     for row, runs in by_row.items():
-        model = runs[0].model
-        mine = values_of(settings[row], varying.get(model, []))
-        fitting = [r for r in erm_rows[model] if len(mine) == 1 and values_of(settings[r], varying[model]) == mine]
+        candidates, keys = erm_rows.get(runs[0].model, []), varying.get(runs[0].model, [])
+        mine = values_of(settings[row], keys)
+        fitting = [r for r in candidates if len(mine) == 1 and values_of(settings[r], keys) == mine]
         if len(fitting) == 1:
             references[row] = fitting[0]
     return references
