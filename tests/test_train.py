@@ -4,6 +4,7 @@ resume after SIGKILL and SIGTERM, early stopping, model selection, multirun."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -178,6 +179,27 @@ def test_killed_run_resumes_to_the_same_metrics(tmp_path, cache_dir, sig, overri
     assert read_json(run / "metrics.json")["metrics"] == read_json(tmp_path / "full" / "metrics.json")["metrics"]
     assert [r["step"] for r in records(run)] == list(range(10, 301, 10))
     assert records(run) != [] and [r["eval"] for r in records(run)] == [r["eval"] for r in records(tmp_path / "full")]
+
+
+def test_stop_signal_to_the_process_group_stops_a_sweep_with_loader_workers(tmp_path, cache_dir):
+    # `timeout`, SLURM and Ctrl-C signal the whole process group, data-loader workers included. A worker killed by
+    # the signal must not turn the stop into a failed job (which the sweep would record before starting the next).
+    sweep, output = tmp_path / "sweep", tmp_path / "sweep.out"
+    with open(output, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "xdt.cli", "train", "-m", *SMOKE, "seed=0,1",
+                                    "hardware.dataloader_workers=1", f"hydra.sweep.dir={sweep}",
+                                    f"cache_dir={cache_dir}"], stdout=out, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    try:
+        wait_for_checkpoint(sweep / "0_seed=0", process, output)
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 128 + signal.SIGTERM, output.read_text()
+    assert re.search(r"SIGTERM received at step \d+", output.read_text()), output.read_text()
+    assert not (sweep / "0_seed=0" / "failed").exists() and not (sweep / "1_seed=1").exists()
 
 
 def test_multirun_writes_one_folder_per_job(tmp_path, cache_dir):

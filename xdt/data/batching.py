@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -97,4 +98,14 @@ def make_loader(data: Dataset, batch_size: int, collator: Collator, shuffle: boo
     columns = [c for c in ("input_ids", "label", "domain") if c in data.column_names]
     sampler = LengthGroupedBatches(data["length"], batch_size, seed=seed, shuffle=shuffle)
     return DataLoader(data.select_columns(columns), batch_sampler=sampler, collate_fn=collator,
-                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed))
+                      num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
+                      worker_init_fn=leave_stop_signals_to_the_main_process if num_workers else None)
+
+
+def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
+    """Data-loader workers ignore SIGTERM and SIGINT, which `timeout`, SLURM and Ctrl-C send to the whole
+    process group: the main process checkpoints and exits on them, and takes its workers down with it. A
+    worker killed by the signal would instead raise an error in the main process (torch's SIGCHLD handler),
+    failing the job without a checkpoint, and a sweep would go on to its next job."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
