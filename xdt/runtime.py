@@ -50,3 +50,12 @@ class StopSignals:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def ignore_stop_signals(worker_id: int) -> None:
+    """A data-loader worker's init: ignore the stop signals, which `timeout`, SLURM and Ctrl-C send to the whole
+    process group. The main process checkpoints and exits on them (``StopSignals``) and takes its workers down
+    with it; a worker killed by the signal would instead raise an error in the main process (torch's SIGCHLD
+    handler), failing the job without a checkpoint, and a sweep would go on to its next job."""
+    for sig in StopSignals.SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)

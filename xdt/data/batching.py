@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import signal
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -11,6 +10,8 @@ import numpy as np
 import torch
 from datasets import Dataset
 from torch.utils.data import DataLoader
+
+from xdt.runtime import ignore_stop_signals
 
 
 class LengthGroupedBatches:
@@ -99,13 +100,4 @@ def make_loader(data: Dataset, batch_size: int, collator: Collator, shuffle: boo
     sampler = LengthGroupedBatches(data["length"], batch_size, seed=seed, shuffle=shuffle)
     return DataLoader(data.select_columns(columns), batch_sampler=sampler, collate_fn=collator,
                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
-                      worker_init_fn=leave_stop_signals_to_the_main_process if num_workers else None)
-
-
-def leave_stop_signals_to_the_main_process(worker_id: int) -> None:
-    """Data-loader workers ignore SIGTERM and SIGINT, which `timeout`, SLURM and Ctrl-C send to the whole
-    process group: the main process checkpoints and exits on them, and takes its workers down with it. A
-    worker killed by the signal would instead raise an error in the main process (torch's SIGCHLD handler),
-    failing the job without a checkpoint, and a sweep would go on to its next job."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+                      worker_init_fn=ignore_stop_signals if num_workers else None)
