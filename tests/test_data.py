@@ -13,7 +13,7 @@ from datasets import Dataset
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from conftest import FDU, needs_fdu
+from conftest import FDU, compose_config, needs_fdu
 from xdt.config import package_dir
 from xdt.data import synthetic, tokenize as tokenize_module
 from xdt.data.batching import Collator, LengthGroupedBatches
@@ -270,3 +270,129 @@ def test_target_stream_draws_from_every_target_unless_told(tokenizer, cache_dir)
     assert Counter(column(data.target_unlabeled(["e"]), "domain")) == {0: 12}
     with pytest.raises(XdtError, match=r"unlabeled_targets names \['x'\]"):
         data.target_unlabeled(["x"])
+
+
+# ---- values that would turn into nonsense silently, BOMs, missing columns and files, label_map (issue 18) ----
+
+def reviews(**values):
+    """Forty jsonl rows; ``values`` maps a column to a function of the row number."""
+    columns = {"text": lambda i: f"review {i}", "label": lambda i: i % 2, **values}
+    return [{name: make(i) for name, make in columns.items()} for i in range(40)]
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_fractional_labels_are_refused_as_scores(tmp_path, fmt):
+    path = tmp_path / f"scores.{fmt}"
+    if fmt == "jsonl":
+        write_jsonl(path, reviews(label=lambda i: round(i / 40 + 0.01, 3)))
+    else:
+        path.write_text("text,label\n" + "".join(f"review {i},{round(i / 40 + 0.01, 3)}\n" for i in range(40)))
+    with pytest.raises(XdtError, match=r"scores\.\w+: the label column 'label' \(source_domain\.d\.label_field\) "
+                                       r"holds numbers with a fraction, such as 0\.01 .*needs class labels"):
+        load("file", path=str(path))
+    whole = write_jsonl(tmp_path / "whole.jsonl", reviews(label=lambda i: float(i % 2)))
+    assert load("file", path=str(whole)).labels() == {"0", "1"}  # 1.0 is the class "1"
+
+
+def test_fractional_labels_of_a_label_tab_text_file_are_refused(tmp_path):
+    path = tmp_path / "scores.tsv"
+    path.write_text("".join(f"{i / 8}\treview {i}\n" for i in range(40)))
+    with pytest.raises(XdtError, match=r"scores\.tsv: the label column holds numbers with a fraction, "
+                                       r"such as 0\.125"):
+        load("file", path=str(path), format="label_tab_text")
+
+
+@pytest.mark.parametrize("what, value, kind", [("text", ["a", "b"], "lists"), ("text", {"title": "a"}, "mappings"),
+                                               ("label", [0, 1], "lists"), ("label", {"y": 1}, "mappings")])
+def test_list_or_mapping_values_are_refused(tmp_path, what, value, kind):
+    path = write_jsonl(tmp_path / "nested.jsonl", reviews(**{what: lambda i: value}))
+    with pytest.raises(XdtError, match=rf"nested\.jsonl: the {what} column '{what}' "
+                                       rf"\(source_domain\.d\.{what}_field\) holds {kind}, such as "):
+        load("file", path=str(path))
+
+
+def test_hub_list_values_are_refused(tmp_path):
+    path = write_jsonl(tmp_path / "tokens.jsonl", reviews(text=lambda i: ["review", str(i)]))
+    with pytest.raises(XdtError, match=r"dataset 'json' split 'train': the text column 'text' .* holds lists"):
+        load("hub", path="json", data_files={"train": str(path), "test": str(path)})
+
+
+def test_unlabeled_list_values_are_refused(tmp_path):
+    fine, nested = write_jsonl(tmp_path / "fine.jsonl", reviews()), tmp_path / "tokens.jsonl"
+    write_jsonl(nested, reviews(text=lambda i: ["review", str(i)]))
+    with pytest.raises(XdtError, match=r"tokens\.jsonl: the text column 'text' .* holds lists"):
+        load("split_files", train=str(fine), test=str(fine), validation_size=10, unlabeled=str(nested))
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl"])
+@pytest.mark.parametrize("encoding", ["utf-8", "utf8", "UTF-8"])
+def test_utf8_byte_order_mark_is_read_away(tmp_path, fmt, encoding):
+    path = write(tmp_path / f"bom.{fmt}", fmt)
+    path.write_bytes(BOM + path.read_bytes())
+    domain = load("file", path=str(path), text_field="review", label_field="stars", encoding=encoding)
+    assert domain.labels() == {"neg", "pos"}
+
+
+def test_utf8_byte_order_mark_of_a_label_tab_text_file_is_read_away(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(BOM + "".join(f"{i % 2}\treview {i}\n" for i in range(20)).encode())
+    domain = load("split_files", train=str(path), test=str(path), validation_size=5, format="label_tab_text")
+    assert domain.labels() == {"0", "1"}
+
+
+def test_every_missing_column_is_named_in_one_message(tmp_path):
+    path = write_jsonl(tmp_path / "r.jsonl", reviews())
+    both = (r"r\.jsonl: no text column 'body' and no label column 'stars' \(columns: text, label\); "
+            r"set source_domain\.d\.text_field and source_domain\.d\.label_field")
+    with pytest.raises(XdtError, match=both):
+        load("file", path=str(path), text_field="body", label_field="stars")
+    with pytest.raises(XdtError, match=both.replace(r"r\.jsonl", r"dataset 'json' split 'train'")):
+        load("hub", path="json", data_files={"train": str(path), "test": str(path)}, text_field="body",
+             label_field="stars")
+
+
+def test_missing_file_under_data_dir_says_where_data_dir_comes_from(tmp_path):
+    params = dict(train="apparel.task.train", test="apparel.task.test", validation_size=200,
+                  format="label_tab_text")
+    with pytest.raises(XdtError, match=rf"data file not found: .*fdu-mtl/apparel\.task\.train "
+                                       rf"\(from source_domain\.d\); .*{tmp_path}/fdu-mtl.*"
+                                       rf"data_dir=<folder> on the command line or export XDT_DATA_DIR=<folder>"):
+        load("split_files", data_dir=str(tmp_path / "fdu-mtl"), **params)
+    elsewhere = str(tmp_path / "other" / "a.jsonl")  # an absolute path: data_dir played no part
+    with pytest.raises(XdtError, match=r"data file not found: .*a\.jsonl \(from source_domain\.d\)$"):
+        load("split_files", data_dir=str(tmp_path / "fdu-mtl"), **{**params, "train": elsewhere})
+
+
+def test_label_map_joins_words_and_numbers(tmp_path):
+    words = write_jsonl(tmp_path / "words.jsonl", reviews(label=lambda i: "positive" if i % 2 else "negative"))
+    numbers = write_jsonl(tmp_path / "numbers.jsonl", reviews())
+    source = load("file", path=str(words), label_map={"positive": "1", "negative": "0"})
+    target = load("file", path=str(numbers), label_map={1: "1", 0: "0"})  # YAML gives integer keys
+    assert label_space([source], [target]) == ["0", "1"]
+    assert load("file", path=str(numbers), label_map={0: "neg", 1: None}).labels() == {"neg"}  # null drops
+
+
+@pytest.mark.parametrize("kind, params", [
+    ("synthetic", dict(domain="books", train_size=40, validation_size=10, test_size=10, unlabeled_size=5)),
+    ("hub", None), ("split_files", None)])
+def test_label_map_works_for_every_kind(tmp_path, kind, params):
+    path = str(write_jsonl(tmp_path / "r.jsonl", reviews()))
+    params = params or (dict(path="json", data_files={"train": path, "test": path}) if kind == "hub" else
+                        dict(train=path, test=path, validation_size=10))
+    assert load(kind, **params, label_map={0: "neg", 1: "pos"}).labels() == {"neg", "pos"}
+
+
+def test_label_missing_from_label_map_is_named(tmp_path):
+    path = write_jsonl(tmp_path / "three.jsonl", reviews(label=lambda i: ["pos", "neg", "neutral"][i % 3]))
+    with pytest.raises(XdtError, match=r"three\.jsonl: label 'neutral' is not in source_domain\.d\.label_map, "
+                                       r"which knows 'pos', 'neg'"):
+        load("file", path=str(path), label_map={"pos": "1", "neg": "0"})
+
+
+def test_file_config_has_a_label_map_key():
+    cfg = compose_config(["source_domain=file", "source_domain.file.path=x.csv",
+                          "source_domain.file.label_map={positive: '1', negative: '0'}"])
+    assert dict(cfg.source_domain.file.label_map) == {"positive": "1", "negative": "0"}

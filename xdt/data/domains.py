@@ -3,17 +3,22 @@
 A domain config is plain data with a ``kind``; the kind's dataclass below holds its fields (an unknown
 or missing field is an error naming the key) and loads it. The ``KINDS`` table is the registry.
 
-Labels stay raw strings here ("0", "pos", "5"); :func:`label_space` later maps them to ids shared by
-every domain of a run, so a target whose label set differs from the source's is caught before training.
+Labels stay strings here ("0", "pos", "5"), passed through the domain's optional ``label_map`` (which
+every kind has, to join words in one file and numbers in another); :func:`label_space` later maps them to
+ids shared by every domain of a run, so a target whose label set differs from the source's is caught
+before training. Values that would otherwise turn into nonsense without a word (scores as labels, lists
+as text) are refused here, with the file and the key to change.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 from datasets import Dataset
@@ -51,25 +56,113 @@ class RawDomain:
         return RawDomain(self.name, self.key, *(cap(getattr(self, s)) for s in (*SPLITS, "unlabeled")))
 
 
+@dataclass(frozen=True)
+class Origin:
+    """Where labeled rows come from, for messages: the file (or dataset split), the domain's config key,
+    and the settings naming its columns (None for files whose columns have no names, like label_tab_text)."""
+
+    where: str
+    key: str
+    text_field: str | None = "text"
+    label_field: str | None = "label"
+
+    @classmethod
+    def of_file(cls, path: Path, key: str, fmt: str, text_field: str, label_field: str) -> "Origin":
+        named = fmt != "label_tab_text"
+        return cls(str(path), key, text_field if named else None, label_field if named else None)
+
+    def column(self, what: str) -> str:
+        """'the text column 'body' (source_domain.d.text_field)', or 'the text column' without names."""
+        field_name = getattr(self, f"{what}_field")
+        return f"the {what} column '{field_name}' ({self.key}.{what}_field)" if field_name else f"the {what} column"
+
+
 def _label(value: Any) -> str | None:
     """A raw label as a string; integral floats and bools become "0", "1", ...; missing stays None."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if value is None or (isinstance(value, (float, np.floating)) and np.isnan(value)):
         return None
-    if isinstance(value, (bool, np.bool_)) or (isinstance(value, float) and value.is_integer()):
+    if isinstance(value, (bool, np.bool_)) or (isinstance(value, (float, np.floating)) and value.is_integer()):
         value = int(value)
     return str(value).strip()
 
 
-def labeled_split(texts: list, labels: list, where: str) -> Dataset:
-    """A Dataset of (text, label) rows; rows with no text or no label are dropped with a warning."""
-    rows = [(str(t), _label(y)) for t, y in zip(texts, labels) if t is not None and str(t).strip()]
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _refuse_nested(values: list, what: str, origin: Origin) -> None:
+    """Lists and mappings would become their Python form ("['a', 'b']") as a text or a label."""
+    nested = next((v for v in values if isinstance(v, (list, tuple, Mapping, np.ndarray))), None)
+    if nested is None:
+        return
+    fix = {"text": "a column of plain text, or join each value into one string in the file",
+           "label": "a column of single class labels (xdt gives each text one class)"}[what]
+    kind = "mappings" if isinstance(nested, Mapping) else "lists"
+    raise XdtError(f"{origin.where}: {origin.column(what)} holds {kind}, such as {_short(nested)}, not {what}s; "
+                   f"set {origin.key}.{what}_field to {fix}")
+
+
+def _is_fraction(label: str) -> bool:
+    """True for a number with a fractional part, such as "0.37" (a CSV holds numbers as text)."""
+    try:
+        number = float(label)
+    except ValueError:
+        return False
+    return math.isfinite(number) and not number.is_integer()
+
+
+def _refuse_scores(labels: list[str | None], origin: Origin) -> None:
+    """Scores are not classes: each distinct value would become a class of its own, and accuracy fall
+    to about zero without a word."""
+    scores = sorted({y for y in labels if y is not None and _is_fraction(y)}, key=float)
+    if not scores:
+        return
+    column_fix = f"set {origin.key}.label_field to a column of classes or " if origin.label_field else ""
+    raise XdtError(f"{origin.where}: {origin.column('label')} holds numbers with a fraction, such as {scores[0]} "
+                   f"({len(scores)} distinct values); classification needs class labels (0/1, pos/neg, ...), "
+                   f"not scores: {column_fix}bin the scores into classes in the file (if these numbers are "
+                   f"classes, give each one a name in {origin.key}.label_map)")
+
+
+def _mapped(labels: list[str | None], label_map: Any, origin: Origin) -> list[str | None]:
+    """``labels`` through the domain's ``label_map``. Keys and values compare as the strings
+    :func:`_label` makes, since YAML reads ``1: pos`` with an integer key; a label mapped to null
+    drops its rows. A label the map lacks is an error: passed through, it would be a class of its own."""
+    if not isinstance(label_map, Mapping):
+        raise XdtError(f"{origin.key}.label_map must map raw labels to the run's labels, such as "
+                       f"{{positive: '1', negative: '0'}}; got {label_map!r}")
+    table = {_label(raw): _label(name) for raw, name in label_map.items()}
+    unknown = sorted({y for y in labels if y not in (None, "") and y not in table})
+    if unknown:
+        shown = ", ".join(map(repr, unknown[:5])) + (f" and {len(unknown) - 5} more" if len(unknown) > 5 else "")
+        raise XdtError(f"{origin.where}: label{'s' if len(unknown) > 1 else ''} {shown} "
+                       f"{'are' if len(unknown) > 1 else 'is'} not in {origin.key}.label_map, which knows "
+                       f"{', '.join(map(repr, table))}; add {'them' if len(unknown) > 1 else 'it'} to the map")
+    return [table[y] if y not in (None, "") else y for y in labels]
+
+
+def labeled_split(texts: list, labels: list, origin: Origin, label_map: Mapping | None = None) -> Dataset:
+    """A Dataset of (text, label) rows, labels as strings passed through ``label_map`` when it is given;
+    rows with no text or no label are dropped with a warning."""
+    _refuse_nested(texts, "text", origin)
+    _refuse_nested(labels, "label", origin)
+    names = [_label(y) for y in labels]
+    if label_map:
+        names = _mapped(names, label_map, origin)
+    else:  # with a label_map, its keys name the raw classes explicitly, whatever they look like
+        _refuse_scores(names, origin)
+    rows = [(str(t), y) for t, y in zip(texts, names) if t is not None and str(t).strip()]
     kept = [(t, y) for t, y in rows if y not in (None, "")]
     if len(kept) < len(texts):
-        log.warning("%s: dropped %d of %d rows with an empty text or label", where, len(texts) - len(kept), len(texts))
+        log.warning("%s: dropped %d of %d rows with an empty text or label", origin.where, len(texts) - len(kept),
+                    len(texts))
     return Dataset.from_dict({"text": [t for t, _ in kept], "label": [y for _, y in kept]})
 
 
-def text_split(texts: list) -> Dataset:
+def text_split(texts: list, origin: Origin) -> Dataset:
+    """A Dataset of the non-empty ``texts`` (column ``text``), such as a domain's unlabeled split."""
+    _refuse_nested(texts, "text", origin)
     return Dataset.from_dict({"text": [str(t) for t in texts if t is not None and str(t).strip()]})
 
 
@@ -110,6 +203,7 @@ class FileDomain:
     fractions: dict = field(default_factory=lambda: {"train": 0.8, "validation": 0.1, "test": 0.1})
     split_seed: int = 0
     filter: dict | None = None
+    label_map: dict | None = None
 
     def load(self, name: str, key: str) -> RawDomain:
         path = Path(self.path).expanduser()
@@ -122,9 +216,9 @@ class FileDomain:
             rows = readers.read_rows(path, fmt, self.encoding, key)
             keep = _row_filter(self.filter, list(rows[0]) if rows else [], key, str(path))
             rows = [row for row in rows if keep(row)] if keep else rows
-            texts = readers.column(rows, self.text_field, path, key, "text")
-            labels = readers.column(rows, self.label_field, path, key, "label")
-        data = labeled_split(texts, labels, str(path))
+            texts, labels = readers.text_and_labels(rows, self.text_field, self.label_field, path, key)
+        origin = Origin.of_file(path, key, fmt, self.text_field, self.label_field)
+        data = labeled_split(texts, labels, origin, self.label_map)
         splits = _split_by_fractions(data, self.fractions, self.split_seed, key)
         return RawDomain(name, key, **splits, unlabeled=splits["train"].select_columns(["text"]))
 
@@ -148,16 +242,22 @@ class SplitFilesDomain:
     text_field: str = "text"
     label_field: str = "label"
     encoding: str = "utf-8"
+    label_map: dict | None = None
 
-    def _path(self, file: str) -> Path:
+    def _path(self, file: str, key: str) -> Path:
+        """``file`` taken from ``data_dir`` when relative; a missing one is reported with that folder."""
         path = Path(file).expanduser()
-        return path if path.is_absolute() or not self.data_dir else Path(self.data_dir).expanduser() / path
+        folder = Path(self.data_dir).expanduser() if self.data_dir else None
+        path = path if path.is_absolute() or folder is None else folder / path
+        readers.check_file(path, key, folder)
+        return path
 
     def _labeled(self, file: str, key: str) -> Dataset:
-        path = self._path(file)
+        path = self._path(file, key)
         fmt = readers.detect_format(path, self.format, key)
         texts, labels = readers.read_labeled(path, fmt, self.encoding, self.text_field, self.label_field, key)
-        return labeled_split(texts, labels, str(path))
+        return labeled_split(texts, labels, Origin.of_file(path, key, fmt, self.text_field, self.label_field),
+                             self.label_map)
 
     def load(self, name: str, key: str) -> RawDomain:
         train, test = self._labeled(self.train, key), self._labeled(self.test, key)
@@ -173,9 +273,10 @@ class SplitFilesDomain:
             raise XdtError(f"{key}: give a validation file ({key}.validation=<path>) or "
                            f"{key}.validation_size=<rows taken from the end of train>")
         if self.unlabeled:
-            path = self._path(self.unlabeled)
+            path = self._path(self.unlabeled, key)
             fmt = readers.detect_format(path, self.format, key) if path.suffix else "lines"
-            unlabeled = text_split(readers.read_unlabeled(path, fmt, self.encoding, self.text_field, key))
+            texts = readers.read_unlabeled(path, fmt, self.encoding, self.text_field, key)
+            unlabeled = text_split(texts, Origin.of_file(path, key, fmt, self.text_field, self.label_field))
         else:
             unlabeled = train.select_columns(["text"])
         return RawDomain(name, key, train, validation, test, unlabeled)
@@ -202,6 +303,7 @@ class HubDomain:
     label_field: str = "label"
     filter: dict | None = None
     max_examples: int | None = None
+    label_map: dict | None = None
 
     def _split(self, split: str, key: str, labeled: bool) -> Dataset:
         import datasets
@@ -218,13 +320,12 @@ class HubDomain:
         if self.max_examples and len(rows) > self.max_examples:
             rows = rows.shuffle(seed=self.split_seed).select(range(int(self.max_examples)))
         where = f"dataset '{self.path}' split '{split}'"
-        for what, column in (("text", self.text_field), ("label", self.label_field if labeled else None)):
-            if column and column not in rows.column_names:
-                raise XdtError(f"{where}: no {what} column '{column}' (columns: {', '.join(rows.column_names)}); "
-                               f"set {key}.{what}_field")
+        readers.check_columns(rows.column_names, {"text": self.text_field,
+                                                  "label": self.label_field if labeled else None}, where, key)
         if not labeled:
-            return text_split(rows[self.text_field])
-        return labeled_split(rows[self.text_field], rows[self.label_field], where)
+            return text_split(list(rows[self.text_field]), Origin(where, key, self.text_field, None))
+        return labeled_split(list(rows[self.text_field]), list(rows[self.label_field]),
+                             Origin(where, key, self.text_field, self.label_field), self.label_map)
 
     def load(self, name: str, key: str) -> RawDomain:
         names = {"validation": None, "unlabeled": None, **self.splits}
@@ -252,16 +353,17 @@ class SyntheticDomain:
     test_size: int = 500
     unlabeled_size: int = 2000
     seed: int = 0
+    label_map: dict | None = None
 
     def load(self, name: str, key: str) -> RawDomain:
         if self.domain not in synthetic.DOMAINS:
             raise XdtError(f"{key}.domain={self.domain!r} is not a synthetic domain; "
                            f"choose one of {', '.join(synthetic.DOMAINS)}")
         sizes = {"train": self.train_size, "validation": self.validation_size, "test": self.test_size}
-        splits = {split: labeled_split(*synthetic.generate(self.domain, split, int(size), self.seed), key)
-                  for split, size in sizes.items()}
+        splits = {split: labeled_split(*synthetic.generate(self.domain, split, int(size), self.seed),
+                                       Origin(key, key), self.label_map) for split, size in sizes.items()}
         unlabeled = synthetic.generate(self.domain, "unlabeled", int(self.unlabeled_size), self.seed)[0]
-        return RawDomain(name, key, **splits, unlabeled=text_split(unlabeled))
+        return RawDomain(name, key, **splits, unlabeled=text_split(unlabeled, Origin(key, key)))
 
 
 KINDS = {"file": FileDomain, "split_files": SplitFilesDomain, "hub": HubDomain, "synthetic": SyntheticDomain}

@@ -1,12 +1,13 @@
 """Readers for labeled text files: csv, tsv, jsonl/json, parquet and the FDU-MTL ``label<TAB>text`` lines.
 
 Every reader returns plain columns and turns what can go wrong with a user's file (missing, not
-readable, wrong encoding, missing column, malformed line) into one XdtError naming the file and the
+readable, wrong encoding, missing columns, malformed line) into one XdtError naming the file and the
 config key to change.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
@@ -30,21 +31,45 @@ def detect_format(path: Path, fmt: str | None, key: str) -> str:
     return fmt
 
 
-def check_file(path: Path, key: str) -> None:
+def check_file(path: Path, key: str, data_dir: Path | None = None) -> None:
+    """An XdtError unless ``path`` is a file; ``data_dir`` is the folder relative paths were taken from."""
     if not path.exists():
-        raise XdtError(f"data file not found: {path} (from {key})")
+        raise XdtError(f"data file not found: {path} (from {key}){_data_dir_hint(path, key, data_dir)}")
     if not path.is_file():
         raise XdtError(f"{path} (from {key}) is not a file")
+
+
+def _data_dir_hint(path: Path, key: str, data_dir: Path | None) -> str:
+    """For a missing file under ``data_dir``: which folder that was and how to change it. The folder
+    usually comes from the run's ``data_dir`` (configs/base/fdu_mtl.yaml reads ``${data_dir}/fdu-mtl``),
+    whose default, ``data`` under the working folder, nothing in the domain's own config shows."""
+    if data_dir is None or not path.is_relative_to(data_dir):
+        return ""
+    folder = data_dir if data_dir.is_absolute() else f"{data_dir} (that is {data_dir.resolve()})"
+    return (f"; it was looked for in {key}.data_dir={folder}. Name the folder that holds the data with "
+            f"data_dir=<folder> on the command line or export XDT_DATA_DIR=<folder> (the FDU-MTL domains read "
+            f"<data_dir>/fdu-mtl), or set {key}.data_dir=<folder>")
+
+
+def _codec(encoding: str) -> str:
+    """The codec for ``encoding``: utf-8-sig for any spelling of utf-8, since files saved by Excel or
+    Notepad begin with a byte-order mark that plain utf-8 keeps as part of the first column name
+    ('\\ufefftext') or label; utf-8-sig drops it and reads a file without one the same."""
+    try:
+        return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
+    except LookupError:
+        return encoding  # _read_text reports it with the key
 
 
 def _read_text(path: Path, encoding: str, key: str) -> str:
     """The file decoded; errors name the file and the ``encoding`` key."""
     check_file(path, key)
     try:
-        with open(path, encoding=encoding, newline="") as handle:
+        with open(path, encoding=_codec(encoding), newline="") as handle:
             return handle.read()
     except UnicodeDecodeError as error:
-        line = path.read_bytes()[: error.start].count(b"\n") + 1
+        # error.object holds the bytes decoded (after any byte-order mark), error.start counts from there
+        line = error.object[: error.start].count(b"\n") + 1
         raise XdtError(f"{path}: line {line} is not valid {encoding} text (byte {error.object[error.start]:#04x}); "
                        f"set {key}.encoding to the file's encoding, for example {key}.encoding=latin-1") from None
     except LookupError:
@@ -60,11 +85,23 @@ def _lines(text: str) -> list[str]:
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 
-def column(rows: list[dict], field: str, path: Path, key: str, what: str) -> list:
-    if rows and field not in rows[0]:
-        columns = ", ".join(map(str, rows[0]))
-        raise XdtError(f"{path}: no {what} column '{field}' (columns: {columns}); set {key}.{what}_field")
-    return [row.get(field) for row in rows]
+def check_columns(columns: list, fields: dict[str, str | None], where: str, key: str) -> None:
+    """An XdtError naming every field of ``fields`` ({"text": text_field, "label": label_field or None})
+    missing from ``columns``, in one message: one at a time, a user who fixed the text column would
+    only then learn that the label column was missing too."""
+    missing = {what: field for what, field in fields.items() if field and field not in columns}
+    if missing:
+        names = " and ".join(f"no {what} column '{field}'" for what, field in missing.items())
+        keys = " and ".join(f"{key}.{what}_field" for what in missing)
+        raise XdtError(f"{where}: {names} (columns: {', '.join(map(str, columns))}); set {keys}")
+
+
+def text_and_labels(rows: list[dict], text_field: str, label_field: str | None, path: Path, key: str) -> Labeled:
+    """The text and label columns of ``rows``; labels are None when ``label_field`` is."""
+    if rows:
+        check_columns(list(rows[0]), {"text": text_field, "label": label_field}, str(path), key)
+    texts = [row.get(text_field) for row in rows]
+    return texts, [row.get(label_field) for row in rows] if label_field else [None] * len(rows)
 
 
 def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
@@ -97,10 +134,7 @@ def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
 def read_table(path: Path, fmt: str, encoding: str, text_field: str, label_field: str | None,
                key: str) -> Labeled:
     """Texts and (raw) labels of a csv/tsv/jsonl/json/parquet file; labels are None when ``label_field`` is."""
-    rows = read_rows(path, fmt, encoding, key)
-    texts = column(rows, text_field, path, key, "text")
-    labels = column(rows, label_field, path, key, "label") if label_field else [None] * len(rows)
-    return texts, labels
+    return text_and_labels(read_rows(path, fmt, encoding, key), text_field, label_field, path, key)
 
 
 def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
