@@ -145,7 +145,7 @@ def latin1_file(folder):
     path = folder / "latin.csv"
     path.write_bytes("text,label\n".encode() + "".join(f"caf\u00e9 {i},{i % 2}\n" for i in range(30))
                      .encode("latin-1"))
-    return ["debug=smoke", "source_domain=file", f"source_domain.file.path={path}"]
+    return ["debug=smoke", "source_domain=file", f"source_domain.file.path={path}", "target_domain=[]"]
 
 
 CLI_CASES = {

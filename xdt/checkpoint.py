@@ -1,4 +1,4 @@
-"""Checkpoints and atomic writes.
+"""Checkpoints: saved, linked, loaded and pruned.
 
 A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding, all in safetensors:
 
@@ -7,7 +7,7 @@ A checkpoint is a folder ``checkpoints/step-NNNNNNN/`` holding, all in safetenso
 * ``rng-rank<R>.safetensors``: the random generators of each process.
 
 Non-tensor values ride along as JSON in the safetensors metadata. A checkpoint is written into a
-hidden temporary folder and renamed into place, and ``best``/``last`` are symlinks swapped with
+hidden temporary folder, flushed to the disk and renamed into place, and ``best``/``last`` are symlinks swapped with
 ``os.replace``: both are atomic, so a kill at any moment leaves either the old or the new checkpoint,
 never half of one. Folders no link points to are deleted after the links move.
 """
@@ -18,41 +18,22 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from xdt.atomic import atomic_write_json, atomic_write_text, flush_tree, fsync_path  # noqa: F401  (re-exported for now)
+from xdt.errors import XdtError
+
 CHECKPOINTS = "checkpoints"
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 MODEL_FILE = "model.safetensors"
 STATE_FILE = "training_state.safetensors"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old or the new content, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, value: Any) -> None:
-    atomic_write_text(path, json.dumps(value, indent=2) + "\n")
 
 
 # ---- nested state <-> (tensors, JSON) -------------------------------------------------------------
@@ -164,31 +145,49 @@ def save_checkpoint(run_dir: Path, step: int, module: nn.Module, training_state:
         else:
             save_file(model_weights(module, include_frozen), str(tmp / MODEL_FILE))
             save_state(tmp / STATE_FILE, training_state)
+            flush_tree(tmp)  # on the disk, with the umask's permissions, before it gets its final name
             os.replace(tmp, final)
+            fsync_path(final.parent)
     accelerator.wait_for_everyone()
     return final
+
+
+def _read(path: Path, read: Callable[[str], Any]) -> Any:
+    """``read(path)``, with a damaged or missing file (cut short, emptied, overwritten) as one message."""
+    try:
+        return read(str(path))
+    except (OSError, ValueError, KeyError, RuntimeError, json.JSONDecodeError, SafetensorError) as error:
+        raise XdtError(f"{path} is damaged or missing ({str(error).splitlines()[0] if str(error) else type(error).__name__}); "
+                       f"use another checkpoint (checkpoint=last, or a step-NNNNNNN folder)") from None
 
 
 def load_checkpoint(folder: Path, module: nn.Module, process_index: int = 0) -> dict:
     """Load weights into ``module`` and this process's RNG; return the training state to restore."""
     load_weights(module, folder)
-    set_rng_state(load_state(folder / f"rng-rank{process_index}.safetensors"))
-    return load_state(folder / STATE_FILE)
+    set_rng_state(_read(Path(folder) / f"rng-rank{process_index}.safetensors", load_state))
+    return _read(Path(folder) / STATE_FILE, load_state)
 
 
 def load_weights(module: nn.Module, folder: Path) -> None:
     """Load ``model.safetensors`` of a checkpoint into ``module``. Names it does not hold must be frozen
-    parameters (already in place from the pretrained model) or second names of a stored shared tensor."""
-    weights = load_file(str(Path(folder) / MODEL_FILE))
-    missing, unexpected = module.load_state_dict(weights, strict=False)
+    parameters (already in place from the pretrained model) or second names of a stored shared tensor.
+    A file that does not fit the model (another architecture or size) is one message naming it."""
+    path = Path(folder) / MODEL_FILE
+    weights = _read(path, load_file)
+    try:
+        missing, unexpected = module.load_state_dict(weights, strict=False)
+    except RuntimeError as error:  # size mismatch: "... copying a param with shape ..."
+        first = next((line.strip() for line in str(error).splitlines() if "size mismatch" in line), str(error))
+        raise XdtError(f"{path} does not fit the model built from the run's config.yaml ({first}); the config "
+                       f"was edited after the checkpoint was written (another model or size)") from None
     state = module.state_dict()
     stored = {(state[name].data_ptr(), tuple(state[name].shape)) for name in weights if name in state}
     frozen = {name for name, p in module.named_parameters(remove_duplicate=False) if not p.requires_grad}
     unexplained = [name for name in missing
                    if name not in frozen and (state[name].data_ptr(), tuple(state[name].shape)) not in stored]
     if unexplained or unexpected:
-        raise RuntimeError(f"{Path(folder) / MODEL_FILE} does not fit the model: missing {unexplained[:5]}, "
-                           f"unexpected {list(unexpected)[:5]}")
+        raise XdtError(f"{path} does not fit the model built from the run's config.yaml: missing {unexplained[:5]}, "
+                       f"unexpected {list(unexpected)[:5]} (the config was edited after the checkpoint was written?)")
 
 
 def checkpoint_steps(run_dir: Path) -> list[int]:

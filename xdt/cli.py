@@ -30,18 +30,23 @@ Resume a stopped run with: xdt train resume=<run folder>  (xdt pretrain resume=<
 """
 
 
-def _config_errors_as_messages(task):
-    """A config value that is missing or of the wrong type ends as one message, like any bad input."""
+def _errors_as_one_message(task):
+    """A bad input ends as one line on stderr and exit status 1: xdt's own errors (XdtError), and a config
+    value that is missing or of the wrong type. The run's log file keeps the message too (xdt.run_folder)."""
     @functools.wraps(task)
     def wrapped(cfg: DictConfig):
         try:
             return task(cfg)
+        except XdtError as error:
+            message = str(error)
         except OmegaConfBaseException as error:
-            raise XdtError(f"config error: {error}") from None
+            message = f"config error: {error}"
+        print(f"xdt {HydraConfig.get().job.config_name}: {message}", file=sys.stderr)
+        sys.exit(1)
     return wrapped
 
 
-@_config_errors_as_messages
+@_errors_as_one_message
 def _train(cfg: DictConfig) -> float:
     """Returns the best source validation score: the objective of hyperparameter sweeps."""
     from xdt.sweep import objective, run_job
@@ -54,7 +59,7 @@ def _train(cfg: DictConfig) -> float:
     return objective(train(cfg, run_dir))
 
 
-@_config_errors_as_messages
+@_errors_as_one_message
 def _pretrain(cfg: DictConfig) -> float:
     """Returns minus the best source validation loss: the objective of sweeps (higher is better)."""
     from xdt.pretrain import pretrain
@@ -63,7 +68,7 @@ def _pretrain(cfg: DictConfig) -> float:
     return -result["selection"]["value"]
 
 
-@_config_errors_as_messages
+@_errors_as_one_message
 def _eval(cfg: DictConfig) -> None:
     from xdt.evaluate import evaluate_run
 
@@ -89,16 +94,83 @@ def _quote_paths(overrides: list[str]) -> list[str]:
     return quoted
 
 
-def _resume_overrides(command: str, overrides: list[str]) -> list[str]:
-    """``resume=<run>`` continues in that folder, and Hydra must not write its files over the run's."""
-    resume = [o.split("=", 1)[1] for o in overrides if o.startswith("resume=")]
-    if not resume:
+# Hydra's own flags that take a value (``--config-dir my-configs``); the rest of the arguments are overrides.
+VALUE_FLAGS = ("--config-dir", "-cd", "--config-path", "-cp", "--config-name", "-cn", "--experimental-rerun")
+
+
+def _split_flags(arguments: list[str]) -> tuple[list[str], list[str]]:
+    """(Hydra flags with their values, overrides)."""
+    flags, overrides, values_left = [], [], 0
+    for argument in arguments:
+        if values_left:
+            flags.append(argument)
+            values_left -= 1
+        elif argument.startswith("-"):
+            flags.append(argument)
+            values_left = int(argument in VALUE_FLAGS)
+        else:
+            overrides.append(argument)
+    return flags, overrides
+
+
+def _config_dirs(flags: list[str]) -> list[Path]:
+    """xdt's config folder and those given with ``--config-dir``/``-cd``."""
+    dirs = [Path(CONFIG_DIR)]
+    for flag, value in zip(flags, flags[1:]):
+        if flag in ("--config-dir", "-cd"):
+            dirs.append(Path(value).expanduser())
+    dirs += [Path(f.split("=", 1)[1]).expanduser() for f in flags if f.startswith(("--config-dir=", "-cd="))]
+    return dirs
+
+
+def _value(overrides: list[str], key: str) -> str | None:
+    """The last value given to ``key`` (``key=value``) on the command line, unquoted."""
+    values = [o.split("=", 1)[1] for o in overrides if o.lstrip("+~").split("=", 1)[0] == key and "=" in o]
+    return values[-1].strip("'\"") if values else None
+
+
+def _check_resume(overrides: list[str]) -> list[str]:
+    """``resume=<run>`` continues in that folder, and Hydra must not write its files over the run's. Checked here,
+    before Hydra creates any folder: a wrong path must not leave an empty one behind."""
+    folder = _value(overrides, "resume")
+    if folder is None:
         return overrides
-    others = [o for o in overrides if not o.startswith(("resume=", "hydra.", "-"))]
+    others = [o for o in overrides if not o.startswith(("resume=", "hydra.", "model.trust_remote_code="))]
     if others:
-        sys.exit(f"xdt {command} resume={resume[-1]} continues the saved configuration; other overrides "
-                 f"({' '.join(others)}) would not be applied, so remove them")
-    return [*overrides, f"hydra.run.dir={resume[-1]}", "hydra.output_subdir=null"]
+        raise XdtError(f"resume={folder} continues the saved configuration; other overrides ({' '.join(others)}) "
+                       f"would not be applied, so remove them (model.trust_remote_code=true is the one allowed)")
+    from xdt.saved_run import _why_no_config
+
+    path = Path(folder).expanduser()
+    if not path.is_dir():
+        raise XdtError(f"resume={folder}: no such folder")
+    if not (path / "config.yaml").is_file():
+        raise XdtError(f"resume={folder}: no config.yaml there, so it is not an xdt run folder{_why_no_config(path)}")
+    return [*overrides, f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
+
+
+def _check_overrides(flags: list[str], overrides: list[str]) -> None:
+    """Mistakes Hydra would turn into a traceback, or into files written over a finished run."""
+    run_dir = _value(overrides, "hydra.run.dir")
+    if run_dir and _value(overrides, "resume") is None and (Path(run_dir).expanduser() / "config.yaml").exists():
+        raise XdtError(f"hydra.run.dir={run_dir} already holds a run (config.yaml exists); continue it with "
+                       f"resume={run_dir} or pick another folder")
+    for role, other in (("source_domain", "target_domain"), ("target_domain", "source_domain")):
+        choice = _value(overrides, role)
+        if choice in ("null", "None", "~"):
+            raise XdtError(f"{role}={choice} is not a choice: for no {role.split('_')[0]} domains pass {role}=[]")
+        for name in (choice or "").strip("[]").split(","):
+            name = name.strip()
+            if not name or "=" in name:
+                continue
+            dirs = _config_dirs(flags)
+            if any((d / role / f"{name}.yaml").is_file() for d in dirs):
+                continue
+            elsewhere = next((d for d in dirs if (d / other / f"{name}.yaml").is_file()), None)
+            if elsewhere is not None:
+                raise XdtError(f"{role}={name}: {elsewhere / other / name}.yaml is a {other}, and Hydra looks for "
+                               f"{role} configs in {elsewhere / role}/. One folder can serve both roles, as in xdt's "
+                               f"own configs: ln -s {other} {elsewhere / role}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,10 +188,14 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(f"xdt report: {error}")
     if command not in COMMANDS:
         sys.exit(f"xdt: unknown command {command!r}; commands: {', '.join([*COMMANDS, 'report'])} (see xdt --help)")
-    if command in ("train", "pretrain"):
-        overrides = _resume_overrides(command, overrides)
-    overrides = _quote_paths(overrides)
-    sys.argv = [f"xdt {command}", *overrides]
+    flags, overrides = _split_flags(overrides)
+    try:
+        if command in ("train", "pretrain"):
+            overrides = _check_resume(overrides)
+        _check_overrides(flags, overrides)
+    except XdtError as error:
+        sys.exit(f"xdt {command}: {error}")
+    sys.argv = [f"xdt {command}", *flags, *_quote_paths(overrides)]
     hydra.main(config_path=CONFIG_DIR, config_name=command, version_base="1.3")(COMMANDS[command])()
 
 

@@ -14,15 +14,15 @@ from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
-from xdt import checkpoint, quantize
+from xdt import checkpoint, quantize, saved_run
 from xdt.config import instantiate
-from xdt.console import print_summary
+from xdt.console import console, print_summary
 from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.metrics import classification_metrics
-from xdt.models import rebuild_classifier
+from xdt.models import model_files_problem, rebuild_classifier
 from xdt.selection import unsupervised_scores
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
@@ -88,12 +88,13 @@ def transfer_gaps(metrics: dict[str, dict], metric: str = "accuracy") -> dict[st
 
 
 def _checkpoint_folder(run_dir: Path, which: str) -> Path:
+    """The checkpoint folder ``which`` names, resolved; a link out of the run is refused (see xdt.saved_run)."""
     folder = run_dir / checkpoint.CHECKPOINTS / which
     if not folder.is_dir():
         available = ", ".join(["best", "last", *(f"step-{s:07d}" for s in checkpoint.checkpoint_steps(run_dir))])
         raise XdtError(f"checkpoint={which!r}: no such checkpoint in {run_dir / checkpoint.CHECKPOINTS} "
                        f"(available: {available})")
-    return folder.resolve()
+    return saved_run.check_tree(run_dir, folder)
 
 
 def _rebuild_strategy(run_dir: Path, run_cfg: DictConfig,
@@ -120,10 +121,14 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
         raise XdtError("xdt eval needs run_dir=<folder of a training run>")
     method = quantize.requested_method(cfg)
     run_dir = Path(cfg.run_dir).expanduser()
-    config_file = run_dir / "config.yaml"
-    if not config_file.is_file():
-        raise XdtError(f"run_dir={cfg.run_dir}: no config.yaml there, so it is not an xdt training run folder")
-    run_cfg = OmegaConf.load(config_file)
+    run_cfg = saved_run.load_config(run_dir, "run_dir", trust_remote_code=bool(cfg.trust_remote_code))
+    if "strategy" not in run_cfg:
+        raise XdtError(f"run_dir={run_dir}: an xdt pretrain run; xdt eval scores classifiers of xdt train runs "
+                       f"(fine-tune from it with model.init_from={run_dir})")
+    saved_run.check_tree(run_dir, run_dir / "model")
+    problem = model_files_problem(run_dir / "model")
+    if problem is not None:
+        raise XdtError(f"{problem}: the run was cut off while writing it; xdt train resume={run_dir} writes it again")
     folder = _checkpoint_folder(run_dir, cfg.checkpoint)
     accelerator = make_accelerator(cfg.hardware)
     strategy, tokenizer, label_names = _rebuild_strategy(run_dir, run_cfg, folder)
@@ -152,8 +157,10 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     if quantized is not None:
         result["quantized"] = quantized
     if accelerator.is_main_process:
-        checkpoint.atomic_write_json(Path(out_dir) / "metrics.json", result)
+        written = Path(out_dir) / "metrics.json"
+        checkpoint.atomic_write_json(written, result)
         print_summary(result, title=f"xdt eval {run_dir} ({folder.name})")
         if quantized is not None:
             quantize.print_comparison(metrics, quantized)
+        console.print(f"metrics written to {written}", soft_wrap=True, highlight=False)
     return result

@@ -222,6 +222,23 @@ def save_model_files(model: SequenceClassifier, tokenizer: PreTrainedTokenizerBa
     (folder / "labels.json").write_text(json.dumps(label_names) + "\n", encoding="utf-8")
 
 
+def model_files_problem(folder: Path) -> str | None:
+    """What is wrong with a run's ``model/`` folder (missing, or cut off while it was written), or None.
+
+    Every file :func:`save_model_files` and the strategy context write must be there and parse, and the
+    tokenizer must load: a folder that fails here would make every later ``xdt eval`` of the run fail."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return f"{folder} is missing"
+    try:
+        for name in ("labels.json", "strategy_context.json", "encoder/config.json"):
+            json.loads((folder / name).read_text(encoding="utf-8"))
+        AutoTokenizer.from_pretrained(folder / "tokenizer")
+    except (OSError, ValueError, TypeError) as error:  # JSONDecodeError is a ValueError
+        return f"{folder} is incomplete or damaged ({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+    return None
+
+
 def rebuild_classifier(model_dir: Path, cfg: DictConfig, total_steps: int) -> tuple[
         SequenceClassifier, PreTrainedTokenizerBase, list[str]]:
     """The classifier of a saved run, ready for a checkpoint to be loaded into it.

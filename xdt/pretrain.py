@@ -9,7 +9,6 @@ format under ``pretrained/``, where ``xdt train model.init_from=<run folder>`` f
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import signal
@@ -17,13 +16,13 @@ import time
 from pathlib import Path
 
 import datasets
-from accelerate import PartialState
 from accelerate.utils import set_seed
 from datasets import Dataset, concatenate_datasets
 from omegaconf import DictConfig
 
 from xdt import checkpoint
-from xdt.config import check_training_settings, instantiate
+from xdt.atomic import atomic_folder
+from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate
 from xdt.console import print_lm_summary, training_progress
 from xdt.data.batching import Collator, make_loader
 from xdt.data.domains import SPLITS, RawDomain, load_group
@@ -34,9 +33,10 @@ from xdt.hardware import make_accelerator
 from xdt.lm import LanguageModel, Masker, build_language_model, evaluate_lm, lm_inputs, resolve_objective
 from xdt.metrics.log import MetricsLog
 from xdt.models import PRETRAINED, count_parameters, encoder_config, load_tokenizer
-from xdt.runtime import StopSignals, log_to_file
-from xdt.train import LoopState, LossWindow, Session, batches_forever, lr_schedule, open_run, param_groups, \
-    resume, shared_run_dir
+from xdt.runtime import StopSignals
+from xdt.run_folder import opened_run
+from xdt.train import LoopState, LossWindow, Session, batches_forever, check_max_length, finished_metrics, \
+    lr_schedule, param_groups, resume
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +45,16 @@ TEXT_SPLITS = ("unlabeled", *SPLITS)
 
 def pretrain(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Pretrain as ``cfg`` says in ``run_dir`` (or continue ``cfg.resume``); return the final metrics."""
-    run_dir = shared_run_dir(Path(cfg.resume or run_dir).expanduser(), cfg.hardware)
-    cfg = open_run(cfg, run_dir, write=PartialState().is_main_process)
-    with log_to_file(run_dir / "pretrain.log"):
-        try:
-            return run(cfg, run_dir)
-        except XdtError as error:
-            log.error("%s", error)
-            raise
+    with opened_run(cfg, run_dir, "pretrain.log", check_pretrain_config) as (cfg, run_dir):
+        return run(cfg, run_dir)
+
+
+def check_pretrain_config(cfg: DictConfig) -> None:
+    """Every check that needs no data or model, before the run's config.yaml is written."""
+    check_training_settings(cfg)
+    if not cfg.get("resume"):
+        check_default_targets(cfg)
+    check_constructor_keys(cfg.optimizer, "optimizer", passed_in_code=("params",))
 
 
 def text_only(data: Dataset) -> Dataset:
@@ -84,12 +86,12 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """The body of :func:`pretrain`, once the run folder is open."""
     if (run_dir / "done").exists():
         log.info("%s has already finished; its metrics are in metrics.json", run_dir)
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    check_training_settings(cfg)
+        return finished_metrics(run_dir)
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.hardware)
     set_seed(int(cfg.seed))
     tokenizer = load_tokenizer(cfg.model)
+    check_max_length(int(cfg.max_length), tokenizer)
     objective = resolve_objective(cfg.objective, encoder_config(cfg.model, tokenizer).model_type)
     masker = Masker(tokenizer, float(cfg.mlm_probability)) if objective == "mlm" else None
 
@@ -205,8 +207,11 @@ def finish(session: Session, state: LoopState, tokenizer, stopped_early: bool) -
               "parameters": dict(zip(("trainable", "total"), count_parameters(session.strategy))),
               "metrics": chosen, "start_metrics": start, "pretrained": str(run_dir / PRETRAINED)}
     if accelerator.is_main_process:
-        session.strategy.lm.save_pretrained(run_dir / PRETRAINED)
-        tokenizer.save_pretrained(run_dir / PRETRAINED)
+        def fill(folder: Path) -> None:
+            session.strategy.lm.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+
+        atomic_folder(run_dir / PRETRAINED, fill)  # never half a model where model.init_from looks
         checkpoint.atomic_write_json(run_dir / "metrics.json", result)
         checkpoint.atomic_write_text(run_dir / "done", f"finished at step {state.step}\n")
         print_lm_summary(result, title=f"xdt pretrain {run_dir}")

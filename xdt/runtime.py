@@ -11,8 +11,9 @@ from typing import Iterator
 
 
 @contextlib.contextmanager
-def log_to_file(path: Path) -> Iterator[None]:
-    """Copy every log record of the run into ``path`` (appending, so a resumed run keeps its history)."""
+def log_to_file(path: Path) -> Iterator[logging.Handler]:
+    """Copy every log record of the run into ``path`` (appending, so a resumed run keeps its history).
+    Yields the file's handler, for records meant for the file alone."""
     handler = logging.FileHandler(path, mode="a", encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
@@ -20,7 +21,7 @@ def log_to_file(path: Path) -> Iterator[None]:
     if root.level > logging.INFO or root.level == logging.NOTSET:
         root.setLevel(logging.INFO)
     try:
-        yield
+        yield handler
     finally:
         root.removeHandler(handler)
         handler.close()

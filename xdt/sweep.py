@@ -16,16 +16,14 @@ import logging
 import math
 import re
 import sys
-import traceback
 from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from xdt.checkpoint import atomic_write_text
 from xdt.errors import XdtError
-from xdt.runs import DONE, FAILED, find_runs
+from xdt.runs import DONE, FAILED
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +38,17 @@ def objective(result: dict) -> float:
     return math.nan if value is None else float(value)
 
 
+def _same_value(saved: object, wanted: object) -> bool:
+    """Equality of two config values in which NaN equals NaN (a sweep over ``x=nan`` must find its own job)."""
+    if isinstance(saved, dict) and isinstance(wanted, dict):
+        return saved.keys() == wanted.keys() and all(_same_value(saved[k], wanted[k]) for k in saved)
+    if isinstance(saved, list) and isinstance(wanted, list):
+        return len(saved) == len(wanted) and all(map(_same_value, saved, wanted))
+    if isinstance(saved, float) and isinstance(wanted, float) and math.isnan(saved) and math.isnan(wanted):
+        return True
+    return saved == wanted
+
+
 def _same_config(cfg: DictConfig, config_file: Path) -> bool:
     """Whether the saved run is this job's experiment (where the data and cache live may have moved)."""
     saved = OmegaConf.to_container(OmegaConf.load(config_file), resolve=False)
@@ -48,11 +57,25 @@ def _same_config(cfg: DictConfig, config_file: Path) -> bool:
         saved.pop(key, None), wanted.pop(key, None)
     if wanted.get("pretrain") and not wanted["model"].get("init_from"):
         saved["model"]["init_from"] = None  # the pipeline set it to the job's own pretraining stage
-    return saved == wanted
+    return _same_value(saved, wanted)
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float:
-    """One sweep job in ``run_dir``: skip it if done, resume it if begun, record it if it fails."""
+    """One sweep job in ``run_dir``: skip it if another launcher is training it (two sweeps launched into one
+    folder share its jobs this way), else run it under the folder's lock."""
+    from xdt.run_folder import RunBusy, run_lock
+
+    try:
+        with run_lock(run_dir):
+            return _run_locked_job(cfg, run_dir)
+    except RunBusy as busy:
+        log.warning("skipping %s: %s", run_dir.name, busy)
+        return math.nan
+
+
+def _run_locked_job(cfg: DictConfig, run_dir: Path) -> float:
+    """Skip the job if done, resume it if begun; a job that fails is marked ``failed`` (by the run itself) and
+    the sweep goes on. A folder holding another experiment stops the sweep: it is aimed at the wrong folder."""
     from xdt.train import train  # imports torch: only jobs need it
 
     if (run_dir / "config.yaml").exists():
@@ -62,13 +85,10 @@ def run_job(cfg: DictConfig, run_dir: Path) -> float:
         if (run_dir / DONE).exists():
             log.info("skipping %s: it has finished", run_dir)
         cfg = OmegaConf.merge(cfg, {"resume": str(run_dir)})
-    (run_dir / FAILED).unlink(missing_ok=True)
     try:
         return objective(train(cfg, run_dir))
     except Exception as error:  # noqa: BLE001  (any failure of one job must not stop the sweep)
         message = str(error) if isinstance(error, XdtError) else f"{type(error).__name__}: {error}"
-        detail = "" if isinstance(error, XdtError) else "\n\n" + traceback.format_exc()
-        atomic_write_text(run_dir / FAILED, message + detail + "\n")
         log.error("job %s failed: %s", run_dir, message)
         return math.nan
 
@@ -95,19 +115,23 @@ def _varied_keys(multirun_file: Path) -> set[str] | None:
 
 
 class SweepSummary(Callback):
-    """At the end of a sweep: how many jobs finished, and which failed (exit status 1 if any did)."""
+    """At the end of a sweep: how many jobs finished, and which failed (exit status 1 if any did).
+
+    Reads the jobs' markers directly: a job whose settings were refused has a ``failed`` marker but no
+    ``config.yaml``, so it is not a run that reports list, and it still counts as a failed job here."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        try:
-            runs = find_runs(sweep_dir)
-        except XdtError:
+        jobs = sorted(p for p in sweep_dir.iterdir() if p.is_dir() and (p / ".hydra").is_dir()) \
+            if sweep_dir.is_dir() else []
+        if not jobs:
             return
-        failed = [r for r in runs if r.status == "failed"]
-        finished = sum(r.status == "finished" for r in runs)
-        log.info("sweep %s: %d of %d jobs finished; report with: xdt report %s", sweep_dir, finished, len(runs),
+        failed = [job for job in jobs if (job / FAILED).is_file()]
+        finished = sum((job / DONE).is_file() for job in jobs)
+        log.info("sweep %s: %d of %d jobs finished; report with: xdt report %s", sweep_dir, finished, len(jobs),
                  sweep_dir)
-        for run in failed:
-            log.error("failed: %s: %s", run.path.name, (run.error or "").splitlines()[0])
+        for job in failed:
+            reason = (job / FAILED).read_text(encoding="utf-8").strip().splitlines()[:1]
+            log.error("failed: %s: %s", job.name, reason[0] if reason else "")
         if failed:
             sys.exit(1)

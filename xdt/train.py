@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import math
-import shutil
 import signal
 import time
 from dataclasses import dataclass
@@ -20,16 +19,17 @@ from pathlib import Path
 from typing import Iterator, Mapping
 
 import torch
-from accelerate import Accelerator, PartialState
-from accelerate.utils import broadcast_object_list, set_seed
+from accelerate import Accelerator
+from accelerate.utils import set_seed
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
 from xdt import checkpoint, selection
+from xdt.atomic import atomic_folder
 from xdt.averaging import WeightAverage
-from xdt.config import check_training_settings, instantiate, target_class
+from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, \
+    target_class
 from xdt.console import print_summary, training_progress
 from xdt.data.batching import Collator, make_loader
 from xdt.data.pipeline import RunData, load_run_data
@@ -39,9 +39,10 @@ from xdt.hardware import make_accelerator, process_state
 from xdt.metrics.log import MetricsLog
 from xdt.pipeline import pretrain_first
 from xdt.models import build_classifier, count_parameters, frozen_weights_rebuildable, load_tokenizer, \
-    max_input_length, save_model_files
+    max_input_length, model_files_problem, save_model_files
 from xdt.regularization import L2SP
-from xdt.runtime import StopSignals, log_to_file
+from xdt.run_folder import opened_run
+from xdt.runtime import StopSignals
 from xdt.strategies.base import Strategy, StrategyContext
 
 log = logging.getLogger(__name__)
@@ -66,59 +67,24 @@ class LoopState:
 
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run the experiment ``cfg`` in ``run_dir`` (or continue ``cfg.resume``); return the final metrics."""
-    run_dir = shared_run_dir(Path(cfg.resume or run_dir).expanduser(), cfg.hardware)
-    if cfg.get("pretrain") and not cfg.resume and not cfg.model.get("init_from"):
-        cfg = pretrain_first(cfg, run_dir)  # DAPT/TAPT: the pretraining stage, in its own folder inside this one
-    cfg = open_run(cfg, run_dir, write=PartialState().is_main_process)
-    with log_to_file(run_dir / "train.log"):
-        try:
-            return run(cfg, run_dir)
-        except XdtError as error:
-            log.error("%s", error)
-            raise
+    with opened_run(cfg, run_dir, "train.log", check_train_config, before_config=pretraining_stage) as (cfg, run_dir):
+        return run(cfg, run_dir)
 
 
-def open_run(cfg: DictConfig, run_dir: Path, write: bool = True) -> DictConfig:
-    """A new run writes its resolved config; a resumed one reads it back (and ignores ``cfg`` otherwise).
-
-    In a data-parallel run only the main process writes (``write``); the others resolve the same config.
-    """
-    config_file = run_dir / "config.yaml"
-    if cfg.get("resume"):
-        if not config_file.is_file():
-            raise XdtError(f"resume={cfg.resume}: no config.yaml there, so it is not an xdt training run folder")
-        saved = OmegaConf.load(config_file)
-        saved.resume = str(run_dir)
-        return saved
-    if write and config_file.exists():
-        raise XdtError(f"{run_dir} already holds a run (config.yaml exists); continue it with resume={run_dir} "
-                       f"or pick another folder with hydra.run.dir=<folder>")
-    try:
-        resolved = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
-    except OmegaConfBaseException as error:
-        reason = str(error).splitlines()[0]
-        raise XdtError(f"config value {error.full_key} is not set or cannot be resolved ({reason}); "
-                       f"set it with {error.full_key}=<value>") from None
-    if write:
-        checkpoint.atomic_write_text(config_file, OmegaConf.to_yaml(resolved))
-    return OmegaConf.create(resolved)
+def check_train_config(cfg: DictConfig) -> None:
+    """Every check that needs no data or model, before the run's config.yaml is written."""
+    check_training_settings(cfg)
+    if not cfg.get("resume"):
+        check_default_targets(cfg)
+    check_constructor_keys(cfg.optimizer, "optimizer", passed_in_code=("params",))
+    check_constructor_keys(cfg.strategy, "strategy", passed_in_code=("model", "context"))
 
 
-def shared_run_dir(run_dir: Path, hardware: DictConfig) -> Path:
-    """The main process's run folder, for every process of a data-parallel launch.
-
-    Each process composes its own config, and a dated folder name can fall on either side of a second;
-    the main process's folder wins, and a stray empty folder of another process is removed.
-    """
-    state = process_state(hardware)  # the process group, from the launcher's environment
-    if state.num_processes == 1:
-        return run_dir
-    shared = [str(run_dir)]
-    broadcast_object_list(shared, from_process=0)
-    if Path(shared[0]) != run_dir and not state.is_main_process and run_dir.is_dir() and \
-            {p.name for p in run_dir.iterdir()} <= {".hydra"}:
-        shutil.rmtree(run_dir, ignore_errors=True)
-    return Path(shared[0])
+def pretraining_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """A ``pretrain:`` section runs first (DAPT/TAPT), in its own folder inside this run (see xdt.pipeline)."""
+    if cfg.get("pretrain") and not cfg.model.get("init_from"):
+        return pretrain_first(cfg, run_dir)
+    return cfg
 
 
 class LossWindow:
@@ -224,8 +190,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     """The body of :func:`train`, once the run folder is open."""
     if (run_dir / "done").exists():
         log.info("%s has already finished; its metrics are in metrics.json", run_dir)
-        return json.loads((run_dir / "metrics.json").read_text(encoding="utf-8"))
-    check_training_settings(cfg)
+        return finished_metrics(run_dir)
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.hardware)
     for key in ("batch_size", "eval_batch_size"):
@@ -235,6 +200,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     set_seed(int(cfg.seed))
 
     tokenizer = load_tokenizer(cfg.model)
+    check_max_length(int(cfg.max_length), tokenizer)
     with accelerator.main_process_first():  # the first process fills the tokenisation cache
         data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length),
                              cfg.cache_dir, max_examples=cfg.max_examples, seed=int(cfg.seed),
@@ -263,9 +229,8 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     l2sp = L2SP(unwrapped, float(cfg.l2sp.alpha), float(cfg.l2sp.beta)) if cfg.l2sp.alpha or cfg.l2sp.beta else None
     average_from = cfg.get("average_from")
     averager = WeightAverage(unwrapped, int(float(average_from) * max_steps) + 1) if average_from is not None else None
-    if accelerator.is_main_process and not (run_dir / "model").exists():
-        save_model_files(unwrapped.model, tokenizer, data.label_names, run_dir / "model")
-        context.save(run_dir / "model" / "strategy_context.json")
+    if accelerator.is_main_process:
+        write_model_files(run_dir / "model", unwrapped.model, tokenizer, data.label_names, context)
 
     describe = {"strategy": unwrapped.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
                 "seed": int(cfg.seed), "shots": data.shots,
@@ -327,6 +292,40 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return finish(session, state, data, collator, stopped_early=stop_early)
 
 
+def finished_metrics(run_dir: Path) -> dict:
+    """The metrics.json of a finished run (a sweep re-launch returns them without training again)."""
+    path = run_dir / "metrics.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise XdtError(f"{run_dir} is marked done but {path.name} cannot be read ({error}); remove {run_dir / 'done'} "
+                       f"and continue it with resume={run_dir} to evaluate it again") from None
+
+
+def check_max_length(max_length: int, tokenizer) -> None:
+    """A limit that leaves no room for text is refused: the tokenizer would ignore it and run full length."""
+    special = tokenizer.num_special_tokens_to_add()
+    if max_length <= special:
+        raise XdtError(f"max_length={max_length} leaves no room for text: the tokenizer adds {special} special "
+                       f"tokens to every example; use max_length={special + 1} or more (128 is usual)")
+
+
+def write_model_files(folder: Path, model, tokenizer, label_names: list[str], context: StrategyContext) -> None:
+    """Write ``model/`` (what rebuilding the classifier needs, see xdt.models.save_model_files) atomically, or
+    write it again when a kill or a full disk left it incomplete: a resumed run must end with a usable one."""
+    problem = model_files_problem(folder) if folder.exists() else None
+    if folder.exists() and problem is None:
+        return
+    if problem is not None:
+        log.warning("%s; writing it again", problem)
+
+    def fill(tmp: Path) -> None:
+        save_model_files(model, tokenizer, label_names, tmp)
+        context.save(tmp / "strategy_context.json")
+
+    atomic_folder(folder, fill)
+
+
 def build_strategy(cfg: DictConfig, tokenizer, num_labels: int, context: StrategyContext,
                    total_steps: int) -> Strategy:
     """The classifier (checked against ``max_length``) inside the configured strategy."""
@@ -368,6 +367,7 @@ def resume(session: Session) -> LoopState:
     saved = checkpoint.load_checkpoint(folder, session.strategy, accelerator.process_index)
     if session.averager is not None:  # the loaded weights are the average; the training weights come back
         session.averager.restore(saved.get("averaging"))
+    check_optimizer_settings(saved["optimizer"], session.optimizer, folder)
     try:
         session.optimizer.load_state_dict(saved["optimizer"])
     except ValueError as error:  # e.g. a checkpoint from before a strategy gave a head its own learning rate
@@ -383,6 +383,18 @@ def resume(session: Session) -> LoopState:
     session.metrics_log.keep_until(state.step)
     log.info("resuming %s from the checkpoint of step %d", run_dir, state.step)
     return state
+
+
+def check_optimizer_settings(saved: dict, optimizer: torch.optim.Optimizer, folder: Path) -> None:
+    """The checkpoint's optimizer must be the run's: loading AdamW's state into SGD (config.yaml edited since)
+    would fail later, at the first step, on a missing setting such as ``momentum``."""
+    def settings(groups: list[dict]) -> set[str]:
+        return {key for group in groups for key in group if key != "params"}
+
+    ours, theirs = settings(optimizer.param_groups), settings(saved["param_groups"])
+    if ours != theirs:
+        raise XdtError(f"{folder}: written by another optimizer (its settings: {', '.join(sorted(theirs))}; this run's: "
+                       f"{', '.join(sorted(ours))}); the run's config.yaml was edited since: restore it or start a new run")
 
 
 def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
