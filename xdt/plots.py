@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 import statistics
 from collections import defaultdict
@@ -28,11 +29,36 @@ def _save(plt, figure, path: Path) -> Path:
     return path
 
 
+MAX_SLUG = 120  # file systems allow 255 bytes a name; long row labels (many varying settings) would exceed it
+
+
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("→", "-to-")).strip("_")
+    """``text`` as part of a file name; a long one is cut and given a hash of the whole, so names stay distinct."""
+    name = re.sub(r"[^A-Za-z0-9_.+-]+", "_", text.replace("→", "-to-")).strip("_")
+    if len(name) <= MAX_SLUG:
+        return name
+    return f"{name[:MAX_SLUG - 9]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}"
 
 
-def _curve(runs, key: str, metric: str) -> tuple[list[int], list[float]]:
+def plain(text: str) -> str:
+    """``text`` as matplotlib should draw it: a ``$`` in a setting or a file name is not the start of math."""
+    return text.replace("$", r"\$")
+
+
+def learning_curves_name(pair: str) -> str:
+    return f"learning_curves_{slug(pair)}.png"
+
+
+def transfer_matrix_name(row: str) -> str:
+    return f"transfer_matrix_{slug(row)}.png"
+
+
+def figure_names(report: Report) -> list[str]:
+    """Every file name the figures of ``report`` may take (checked for links before anything is written)."""
+    return [*map(learning_curves_name, report.pairs), *map(transfer_matrix_name, report.rows)]
+
+
+def _curve(runs: list, key: str, metric: str) -> tuple[list[int], list[float]]:
     """Mean over runs of ``eval[key][metric]`` at each step any of them evaluated."""
     at_step: dict[int, list[float]] = defaultdict(list)
     for run in runs:
@@ -44,27 +70,33 @@ def _curve(runs, key: str, metric: str) -> tuple[list[int], list[float]]:
     return steps, [statistics.mean(at_step[s]) for s in steps]
 
 
+def _source_curve(runs: list, metric: str) -> tuple[list[int], list[float]]:
+    """Mean over the runs' sources of their validation curves, at the steps every source was scored."""
+    curves = [dict(zip(*_curve(runs, f"source/{s}/validation", metric))) for s in runs[0].sources]
+    steps = sorted(set.intersection(*map(set, curves))) if curves else []
+    return steps, [statistics.mean(curve[step] for curve in curves) for step in steps]
+
+
 def learning_curves(report: Report, out: Path) -> list[Path]:
     """Per pair: source validation and target test metric against step, one line per strategy (mean over seeds)."""
     plt = _pyplot()
     written = []
     for pair in report.pairs:
-        sources, target = pair.split("→")
+        source_labels, target_label = report.pair_domains[pair]
+        sources = "+".join(source_labels)
         figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
         for row in report.rows:
-            runs = [r for r in report.runs[row] if "+".join(r.sources) == sources and target in r.targets]
+            runs, target = report.runs_on(row, pair)  # the names in their scores, not the column names
             if not runs:
                 continue
-            source_curves = [_curve(runs, f"source/{s}/validation", report.metric) for s in runs[0].sources]
-            steps = source_curves[0][0]
+            steps, values = _source_curve(runs, report.metric)
             if steps:
-                values = [statistics.mean(c[1][i] for c in source_curves) for i in range(len(steps))]
-                left.plot(steps, values, marker="o", label=row)
+                left.plot(steps, values, marker="o", label=plain(row))
             steps, values = _curve(runs, f"target/{target}/test", report.metric)
             if steps:
-                right.plot(steps, values, marker="o", label=row)
-        left.set_title(f"source validation ({sources})")
-        right.set_title(f"target test ({target})")
+                right.plot(steps, values, marker="o", label=plain(row))
+        left.set_title(plain(f"source validation ({sources})"))
+        right.set_title(plain(f"target test ({target_label})"))
         left.set_ylabel(report.metric)
         for axis in (left, right):
             axis.set_xlabel("step")
@@ -74,8 +106,8 @@ def learning_curves(report: Report, out: Path) -> list[Path]:
             else:
                 axis.text(0.5, 0.5, "not scored during training\n(runs made with track_targets=false)",
                           ha="center", va="center", transform=axis.transAxes)
-        figure.suptitle(f"{pair}: mean over seeds at every evaluation")
-        written.append(_save(plt, figure, out / f"learning_curves_{slug(pair)}.png"))
+        figure.suptitle(plain(f"{pair}: mean over seeds at every evaluation"))
+        written.append(_save(plt, figure, out / learning_curves_name(pair)))
     return written
 
 
@@ -84,10 +116,10 @@ def transfer_matrix(report: Report, row: str) -> tuple[list[str], list[str], dic
     source's own test metric (in-domain) on it."""
     values: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (cell_row, pair), cell in report.cells.items():
-        sources, target = pair.split("→")
-        if cell_row == row and "+" not in sources:
-            values[(sources, target)].extend(cell.target)
-            values[(sources, sources)].extend(cell.source)
+        sources, target = report.pair_domains[pair]
+        if cell_row == row and len(sources) == 1:
+            values[(sources[0], target)].extend(cell.target)
+            values[(sources[0], sources[0])].extend(cell.source)
     means = {key: statistics.mean(v) for key, v in values.items() if v}
     sources = sorted({s for s, _ in means})
     columns = sources + sorted({t for _, t in means} - set(sources))
@@ -104,8 +136,8 @@ def transfer_matrices(report: Report, out: Path) -> list[Path]:
         grid = [[means.get((s, t), float("nan")) for t in columns] for s in sources]
         figure, axis = plt.subplots(figsize=(1.2 * len(columns) + 3, 0.8 * len(sources) + 2))
         image = axis.imshow(grid, cmap="viridis", vmin=min(means.values()), vmax=max(means.values()))
-        axis.set_xticks(range(len(columns)), columns, rotation=30, ha="right")
-        axis.set_yticks(range(len(sources)), sources)
+        axis.set_xticks(range(len(columns)), list(map(plain, columns)), rotation=30, ha="right")
+        axis.set_yticks(range(len(sources)), list(map(plain, sources)))
         axis.set_xlabel("evaluated on (test split)")
         axis.set_ylabel("trained on")
         for i, source in enumerate(sources):
@@ -114,6 +146,6 @@ def transfer_matrices(report: Report, out: Path) -> list[Path]:
                     axis.text(j, i, f"{means[(source, column)]:.3f}", ha="center", va="center",
                               color="white" if means[(source, column)] < statistics.mean(means.values()) else "black")
         figure.colorbar(image, ax=axis, label=report.metric)
-        axis.set_title(f"{row}: transfer matrix (diagonal: in-domain)")
-        written.append(_save(plt, figure, out / f"transfer_matrix_{slug(row)}.png"))
+        axis.set_title(plain(f"{row}: transfer matrix (diagonal: in-domain)"))
+        written.append(_save(plt, figure, out / transfer_matrix_name(row)))
     return written

@@ -4,7 +4,14 @@ Rows are strategies (with their PEFT method, and with the settings that differ b
 same strategy, such as ``optimizer.lr=0.0005``), columns are source -> target pairs and their average,
 cells are the target test metric's mean ± standard deviation over seeds. Every number comes from the
 evaluation that one model-selection criterion picks (``xdt.selection``), named in the caption. Only
-finished runs are averaged; failed and unfinished ones are listed on their own.
+finished runs are averaged; failed, unfinished and damaged ones are listed on their own.
+
+A column is a domain's name, or ``name[what differs]`` where runs below the folder use one domain name for
+different data (``source_domain=file`` on a.jsonl and on b.jsonl), so different data is never averaged together.
+
+Run folders are data: nothing named in a config.yaml is imported or built, no interpolation is resolved (see
+``xdt.runs``), and nothing outside the folder is read or written: a linked ``report/`` folder, or a link where a
+report file goes, stops the report before it writes anything.
 
 Writes into ``<folder>/report/``: ``report.md``, ``report.csv`` (one line per strategy and pair),
 ``learning_curves_<pair>.png`` and ``transfer_matrix_<strategy>.png``; prints the table with rich.
@@ -16,19 +23,21 @@ import argparse
 import csv
 import io
 import math
+import os
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from rich.table import Table as RichTable
+from rich.text import Text
 
 from xdt import plots, selection
 from xdt.checkpoint import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
 from xdt.metrics import METRIC_NAMES
-from xdt.runs import Run, find_runs
+from xdt.runs import CONFIG, ROLES, Run, find_runs
 
 ARROW = "→"
 
@@ -63,6 +72,26 @@ class Report:
     erm_rows: dict[str, str]  # row -> the ERM row it is compared with (same model)
     left_out: list[tuple[Run, str]]  # runs not averaged in, and why
     runs: dict[str, list[Run]]  # row -> finished runs
+    domain_labels: dict[tuple[Path, str, str], str] = field(default_factory=dict)  # (run, role, name) -> column
+    pair_domains: dict[str, tuple[list[str], str]] = field(default_factory=dict)  # pair -> (source labels, target)
+    members: dict[tuple[str, str], list[tuple[Run, str]]] = field(default_factory=dict)  # (row, pair) -> runs, target
+
+    def label(self, run: Run, role: str, name: str) -> str:
+        """The column name of one of a run's domains (see :func:`domain_labels`)."""
+        return self.domain_labels.get((run.path, role, name), name)
+
+    def pair_of(self, run: Run, target: str) -> str:
+        """The pair a run's scores on ``target`` belong to; remembers its parts, so nothing parses pair names."""
+        sources = [self.label(run, "source_domain", s) for s in run.sources]
+        target_label = self.label(run, "target_domain", target)
+        pair = f"{'+'.join(sources)}{ARROW}{target_label}"
+        self.pair_domains.setdefault(pair, (sources, target_label))
+        return pair
+
+    def runs_on(self, row: str, pair: str) -> tuple[list[Run], str | None]:
+        """The row's runs averaged into ``pair``, and the target's domain name in their scores."""
+        members = self.members.get((row, pair), [])
+        return [run for run, _ in members], members[0][1] if members else None
 
     def average(self, row: str) -> float | None:
         """Mean over pairs of the row's cell means; None unless the row has every pair."""
@@ -76,10 +105,11 @@ class Report:
 
     def step_ratio(self, row: str) -> float | None:
         """Mean over pairs of seconds per step relative to the ERM row's, on the same pair."""
-        erm = self.erm_rows.get(row)
-        ratios = [statistics.mean(self.cells[(row, p)].step_seconds) / statistics.mean(self.cells[(erm, p)].step_seconds)
-                  for p in self.pairs if (row, p) in self.cells and (erm, p) in self.cells
-                  and self.cells[(row, p)].step_seconds and self.cells[(erm, p)].step_seconds]
+        erm, ratios = self.erm_rows.get(row), []
+        for pair in self.pairs:
+            mine, theirs = self.cells.get((row, pair)), self.cells.get((erm, pair))
+            if mine and theirs and mine.step_seconds and statistics.mean(theirs.step_seconds) > 0:  # 0: hand-made
+                ratios.append(statistics.mean(mine.step_seconds) / statistics.mean(theirs.step_seconds))
         return statistics.mean(ratios) if ratios else None
 
     def paired_differences(self, row: str, pair: str) -> list[float]:
@@ -144,41 +174,108 @@ def row_labels(runs: list[Run]) -> dict[Path, str]:
     return labels
 
 
+def not_averaged(run: Run) -> str | None:
+    """Why a run that has not finished is left out of the averages; None for a finished run."""
+    if run.status == "damaged":
+        return run.damage
+    if run.status == "failed":
+        return run.error or "failed"
+    if run.status == "unfinished":
+        return (f"unfinished: {len(run.records)} evaluations, last at step "
+                f"{run.records[-1]['step'] if run.records else 0} of {run.config.get('max_steps')}")
+    return None
+
+
+def no_target_reason(run: Run, criterion: str, metric: str) -> str:
+    """A finished run with no target domain has no pair to be averaged into: say so, with its source score."""
+    why = f"no target domain (trained with target_domain=[]): not part of any source{ARROW}target pair"
+    try:
+        scores, step = selected_scores(run, criterion, metric)
+    except XdtError:
+        return why
+    values = [scores.get(f"source/{s}/test", {}).get(metric) for s in run.sources]
+    if values and None not in values:
+        why += f"; source test {metric} {statistics.mean(values):.3f} at step {step}"
+    return why
+
+
+def add_run(report: Report, run: Run, row: str) -> None:
+    """Put a finished run's scores into its row's cells; what cannot be used goes to ``report.left_out``."""
+    if not run.targets:
+        report.left_out.append((run, no_target_reason(run, report.criterion, report.metric)))
+        return
+    try:
+        scores, step = selected_scores(run, report.criterion, report.metric)
+    except XdtError as error:
+        report.left_out.append((run, str(error)))
+        return
+    sources = [scores.get(f"source/{s}/test", {}).get(report.metric) for s in run.sources]
+    for target in run.targets:
+        value = scores.get(f"target/{target}/test", {}).get(report.metric)
+        if value is None:
+            report.left_out.append((run, f"no target/{target}/test scores at step {step} (run it with "
+                                         f"track_targets=true)"))
+            continue
+        pair = report.pair_of(run, target)
+        cell = report.cells.setdefault((row, pair), Cell())
+        cell.target.append(value)
+        cell.seeds.append(run.seed)
+        cell.selected_steps.append(step)
+        if None not in sources:
+            cell.source.append(statistics.mean(sources))
+        # A run fine-tuned after its own pretraining stage (DAPT/TAPT) costs both.
+        cell.wall.append(run.result["wall_time_s"] + (run.result.get("pretrain_wall_time_s") or 0.0))
+        cell.step_seconds.append(run.result["train_time_s"] / max(run.result["steps"], 1))
+        report.members.setdefault((row, pair), []).append((run, target))
+        if not any(r is run for r in report.runs.setdefault(row, [])):
+            report.runs[row].append(run)
+
+
 def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "accuracy") -> Report:
     selection.check(criterion)
-    left_out = [(r, r.error or "failed") for r in runs if r.status == "failed"]
-    left_out += [(r, f"unfinished: {len(r.records)} evaluations, last at step "
-                     f"{r.records[-1]['step'] if r.records else 0} of {r.config.get('max_steps')}")
-                 for r in runs if r.status == "unfinished"]
+    left_out = [(run, why) for run in runs if (why := not_averaged(run)) is not None]
     finished = [r for r in runs if r.status == "finished"]
-    labels = row_labels(finished)
-    cells: dict[tuple[str, str], Cell] = defaultdict(Cell)
-    by_row: dict[str, list[Run]] = defaultdict(list)
+    report = Report(criterion, metric, [], [], {}, {}, left_out, {}, domain_labels(finished))
+    labels = row_labels([run for run in finished if run.targets])  # a run with no target is not in a row
     for run in finished:
-        try:
-            scores, step = selected_scores(run, criterion, metric)
-        except XdtError as error:
-            left_out.append((run, str(error)))
-            continue
-        by_row[labels[run.path]].append(run)
-        sources = [scores.get(f"source/{s}/test", {}).get(metric) for s in run.sources]
-        for target in run.targets:
-            value = scores.get(f"target/{target}/test", {}).get(metric)
-            if value is None:
-                left_out.append((run, f"no target/{target}/test scores at step {step} (run it with track_targets=true)"))
-                continue
-            cell = cells[(labels[run.path], f"{'+'.join(run.sources)}{ARROW}{target}")]
-            cell.target.append(value)
-            cell.seeds.append(run.seed)
-            cell.selected_steps.append(step)
-            if None not in sources:
-                cell.source.append(statistics.mean(sources))
-            # A run fine-tuned after its own pretraining stage (DAPT/TAPT) costs both.
-            cell.wall.append(run.result["wall_time_s"] + (run.result.get("pretrain_wall_time_s") or 0.0))
-            cell.step_seconds.append(run.result["train_time_s"] / max(run.result["steps"], 1))
-    rows = sorted(by_row, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
-    pairs = sorted({pair for _, pair in cells})
-    return Report(criterion, metric, rows, pairs, dict(cells), erm_references(by_row), left_out, dict(by_row))
+        add_run(report, run, labels.get(run.path, ""))
+    report.rows = sorted(report.runs, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
+    report.pairs = sorted(report.pair_domains)
+    report.erm_rows = erm_references(report.runs)
+    return report
+
+
+def domain_labels(runs: list[Run]) -> dict[tuple[Path, str, str], str]:
+    """The column name of each (run, role, domain name): the name, or ``name[what differs]`` where these runs
+    use one name for different data (another file, filter or split), so it is never averaged together.
+
+    Data is compared by :meth:`Run.domain_settings` (where the data folder is does not count), and it is the
+    same domain whether it is a run's source or its target."""
+    uses = [(run, role, name, run.domain_settings(role, name)) for run in runs for role in ROLES
+            for name in (run.sources if role == "source_domain" else run.targets)]
+    variants: dict[str, dict[tuple, dict]] = defaultdict(dict)  # name -> {identity: settings}
+    for _, _, name, settings in uses:
+        variants[name].setdefault(_identity(settings), settings)
+    labels = {}
+    for run, role, name, settings in uses:
+        kinds = list(variants[name].values())
+        labels[(run.path, role, name)] = name if len(kinds) == 1 else f"{name}[{_difference(settings, kinds)}]"
+    return labels
+
+
+def _identity(settings: dict[str, object]) -> tuple:
+    """Settings as a comparable value; a key set to null is the same as a key left out (older configs)."""
+    return tuple(sorted((key, repr(value)) for key, value in settings.items() if value is not None))
+
+
+def _difference(settings: dict[str, object], kinds: list[dict[str, object]]) -> str:
+    """What sets these settings apart from the other kinds: a file name as it is, other values as key=value."""
+    shown = []
+    for key in varying_keys(kinds):
+        value = settings.get(key)
+        is_file = isinstance(value, str) and bool(PurePosixPath(value).suffix)
+        shown.append(value if is_file else f"{key}={hydra_value(value)}")
+    return ",".join(shown).replace(ARROW, "->")
 
 
 def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
@@ -215,6 +312,10 @@ def values_of(settings: list[dict[str, object]], keys: list[str]) -> set[tuple[s
     return {tuple(repr(one.get(k)) for k in keys) for one in settings}
 
 
+def _mean_of(values: list[float]) -> float | None:
+    return statistics.mean(values) if values else None
+
+
 def _fmt(value: float | None, sign: bool = False, digits: int = 3) -> str:
     if value is None:
         return "-"
@@ -237,8 +338,8 @@ def cost_table(report: Report) -> list[list[str]]:
         cells = [report.cells.get((row, p)) for p in report.pairs]
         present = [c for c in cells if c]
         lines.append([row, *(_fmt(statistics.mean(c.source)) if c and c.source else "-" for c in cells),
-                      f"{statistics.mean(w for c in present for w in c.wall):.0f}",
-                      f"{statistics.mean(s for c in present for s in c.step_seconds):.2f}",
+                      _fmt(_mean_of([w for c in present for w in c.wall]), digits=0),
+                      _fmt(_mean_of([s for c in present for s in c.step_seconds]), digits=2),
                       f"{report.step_ratio(row):.2f}x" if report.step_ratio(row) is not None else "-"])
     return lines
 
@@ -284,8 +385,11 @@ def paired_table(report: Report) -> list[list[str]]:
 
 
 def markdown(lines: list[list[str]]) -> str:
-    out = ["| " + " | ".join(lines[0]) + " |", "|" + "---|" * len(lines[0])]
-    out += ["| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |" for line in lines[1:]]
+    """A Markdown table; a ``|`` or a line break inside a cell (a setting's value, say) would break its row."""
+    def cell(text: str) -> str:
+        return " ".join(text.splitlines()).replace("|", "\\|")
+    out = ["| " + " | ".join(map(cell, lines[0])) + " |", "|" + "---|" * len(lines[0])]
+    out += ["| " + " | ".join(map(cell, line)) + " |" for line in lines[1:]]
     return "\n".join(out) + "\n"
 
 
@@ -307,22 +411,39 @@ def left_out_table(report: Report, folder: Path) -> list[list[str]]:
     lines = [["run", "strategy", "seed", "why it is not averaged in"]]
     for run, why in report.left_out:
         lines.append([str(run.path.relative_to(folder)) if run.path.is_relative_to(folder) else str(run.path),
-                      run.strategy, str(run.seed), why.splitlines()[0] if why else "failed"])
+                      run.strategy, str(run.config.get("seed", "?")), why.splitlines()[0] if why else "failed"])
     return lines
 
 
-def add_domain_texts(texts: dict[str, list[str]], run: Run) -> None:
-    """Train and unlabeled text of each of a run's domains not yet in ``texts``, from its saved config."""
+def refuse_interpolations(node: object, key: str, config_file: Path) -> None:
+    """Training saves its config resolved, so a ``${...}`` in a saved domain was written by hand; loading the
+    domain would resolve it, and a resolver can read the environment or import a package: refuse instead."""
+    if isinstance(node, dict):
+        for child, value in node.items():
+            refuse_interpolations(value, f"{key}.{child}", config_file)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            refuse_interpolations(value, f"{key}[{i}]", config_file)
+    elif isinstance(node, str) and "${" in node:
+        raise XdtError(f"{config_file}: {key}={node!r} is an interpolation; xdt report reads saved configs as plain "
+                       f"values and resolves nothing in them, so it cannot load this domain for --diagnose")
+
+
+def add_domain_texts(texts: dict[str, list[str]], run: Run, report: Report) -> None:
+    """Train and unlabeled text of each of a run's domains not yet in ``texts`` (keyed by column name), from its
+    saved config."""
     from omegaconf import OmegaConf
 
     from xdt.data.domains import load_domain
     from xdt.data.shots import domain_entries
 
-    for role in ("source_domain", "target_domain"):
+    for role in ROLES:
         for name, node in domain_entries(run.config.get(role), role):
-            if name not in texts:
+            label = report.label(run, role, name)
+            if label not in texts:
+                refuse_interpolations(node, f"{role}.{name}", run.path / CONFIG)
                 domain = load_domain(name, OmegaConf.create(node), f"{role}.{name}")
-                texts[name] = list(domain.train["text"]) + list(domain.unlabeled["text"])
+                texts[label] = list(domain.train["text"]) + list(domain.unlabeled["text"])
 
 
 def shift_table(report: Report) -> list[list[str]]:
@@ -332,11 +453,10 @@ def shift_table(report: Report) -> list[list[str]]:
     texts: dict[str, list[str]] = {}
     lines = [["pair", "proxy A-distance", "vocabulary Jaccard", "target OOV rate", "ERM gap (source - target)"]]
     for pair in report.pairs:
-        sources, target = pair.split(ARROW)
-        run = next(r for runs in report.runs.values() for r in runs
-                   if "+".join(r.sources) == sources and target in r.targets)
-        add_domain_texts(texts, run)
-        figures = pair_diagnostics([t for s in sources.split("+") for t in texts[s]], texts[target])
+        sources, target = report.pair_domains[pair]
+        run = next(members[0][0] for (_, p), members in report.members.items() if p == pair)
+        add_domain_texts(texts, run, report)
+        figures = pair_diagnostics([t for s in sources for t in texts[s]], texts[target])
         erm = report.cells.get(("erm", pair))
         gap = statistics.mean(erm.source) - erm.mean if erm and erm.source else None
         lines.append([pair, f"{figures['proxy_a_distance']:.3f}", f"{figures['vocab_jaccard']:.3f}",
@@ -344,15 +464,26 @@ def shift_table(report: Report) -> list[list[str]]:
     return lines
 
 
-def write_report(folder: str | Path, criterion: str = "source_val", metric: str = "accuracy",
-                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
-    """Build the report of every run below ``folder`` and write its files; returns the report."""
-    folder = Path(folder).expanduser().resolve()
-    runs = find_runs(folder)
-    report = build_report(runs, criterion, metric)
-    out = Path(out_dir) if out_dir else folder / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    figures = plots.learning_curves(report, out) + plots.transfer_matrices(report, out)
+REPORT_FILES = ("report.md", "report.csv")
+
+
+def check_out(out: Path, names: list[str], given: bool) -> None:
+    """Refuse, before anything is written, to write through a link: the default ``<folder>/report`` comes with
+    the (possibly shared) run folder, and a link there, or where one of the files goes, could send a report
+    file anywhere. A folder named with ``--out`` is the user's own choice, and may itself be a link."""
+    if out.is_symlink() and not given:
+        raise XdtError(f"{out} is a link (to {os.readlink(out)}): xdt report writes only inside the folder it is "
+                       f"given; remove the link, or choose --out")
+    if out.exists() and not out.is_dir():
+        raise XdtError(f"{out} is there but is not a folder: move it away, or choose --out")
+    for name in names:
+        if (out / name).is_symlink():
+            raise XdtError(f"{out / name} is a link (to {os.readlink(out / name)}): xdt report writes only inside "
+                           f"its report folder and does not write through links; remove the link")
+
+
+def report_text(report: Report, folder: Path, diagnose: bool) -> list[str]:
+    """report.md less its list of figures."""
     text = [f"# xdt report: {folder}\n", report.caption() + "\n", markdown(main_table(report)),
             "\nSource test accuracy at the same checkpoints, wall time per run (with its pretraining stage, if any), "
             "and fine-tuning seconds per step "
@@ -372,26 +503,45 @@ def write_report(folder: str | Path, criterion: str = "source_val", metric: str 
                  "at the same checkpoints as above.\n", markdown(shift_table(report))]
     if report.left_out:
         text += ["\n## Not averaged in\n", markdown(left_out_table(report, folder))]
+    return text
+
+
+def write_report(folder: str | Path, criterion: str = "source_val", metric: str = "accuracy",
+                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
+    """Build the report of every run below ``folder`` and write its files; returns the report.
+
+    Everything that can fail (reading, diagnostics, the checks on the report folder) comes before the first
+    write, so a refused report leaves nothing behind."""
+    folder = Path(folder).expanduser().resolve()
+    runs = find_runs(folder)
+    report = build_report(runs, criterion, metric)
+    out = Path(out_dir) if out_dir else folder / "report"
+    text = report_text(report, folder, diagnose)
+    check_out(out, [*REPORT_FILES, *plots.figure_names(report)], given=out_dir is not None)
+    out.mkdir(parents=True, exist_ok=True)
+    figures = plots.learning_curves(report, out) + plots.transfer_matrices(report, out)
     text += ["\n## Figures\n", "".join(f"- `{f.name}`\n" for f in figures)]
     atomic_write_text(out / "report.md", "\n".join(text))
     atomic_write_text(out / "report.csv", csv_text(report))
     show(report, folder)
-    console.print(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures")
+    console.print(Text(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures"))
     return report
 
 
 def show(report: Report, folder: Path) -> None:
+    """The main table on the terminal. Every string goes in as plain Text: a label such as ``file[a.jsonl]``
+    or a setting holding ``[/]`` is not rich markup."""
     lines = main_table(report)
-    table = RichTable(title=f"xdt report {folder}", title_justify="left", caption=report.caption(),
+    table = RichTable(title=Text(f"xdt report {folder}"), title_justify="left", caption=Text(report.caption()),
                       caption_justify="left")
     for i, header in enumerate(lines[0]):
-        table.add_column(header, justify="left" if i == 0 else "right")
+        table.add_column(Text(header), justify="left" if i == 0 else "right")
     for line in lines[1:]:
-        table.add_row(*line)
+        table.add_row(*map(Text, line))
     console.print(table)
     if report.left_out:
-        console.print(f"[yellow]{len(report.left_out)} run(s) not averaged in (failed, unfinished or "
-                      f"missing scores): see report.md")
+        console.print(f"[yellow]{len(report.left_out)} run(s) not averaged in (failed, unfinished, damaged "
+                      f"or missing scores): see report.md")
 
 
 def main(argv: list[str]) -> None:
