@@ -30,7 +30,7 @@ from transformers import DataCollatorWithPadding, Trainer, TrainerCallback, Trai
 
 import xdt.config  # noqa: F401  (resolvers)
 from xdt.console import console
-from xdt.data.pipeline import load_run_data
+from xdt.data.run_data import load_run_data
 from xdt.models import build_classifier, load_tokenizer
 from xdt.train import train
 

@@ -23,7 +23,7 @@ from hydra import compose, initialize_config_dir
 import xdt.config  # noqa: F401  (resolvers)
 from xdt.data.domains import label_space, load_group
 from xdt.models import build_classifier, load_tokenizer
-from xdt.train import lr_schedule
+from xdt.engine import lr_schedule
 
 ROOT = Path(__file__).resolve().parents[1]
 

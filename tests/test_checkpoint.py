@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from xdt import checkpoint
+from xdt.atomic import atomic_write_text
 
 
 def test_nested_state_round_trips_through_safetensors(tmp_path):
@@ -37,13 +38,13 @@ def test_rng_state_restores_every_generator(tmp_path):
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
     path = tmp_path / "metrics.json"
-    checkpoint.atomic_write_text(path, "old")
+    atomic_write_text(path, "old")
 
     def broken_replace(*args):
         raise OSError("disk full")
     monkeypatch.setattr(os, "replace", broken_replace)
     with pytest.raises(OSError):
-        checkpoint.atomic_write_text(path, "new")
+        atomic_write_text(path, "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["metrics.json"]
 
 

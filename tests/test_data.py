@@ -18,7 +18,7 @@ from xdt.config import package_dir
 from xdt.data import synthetic, tokenize as tokenize_module
 from xdt.data.batching import Collator, LengthGroupedBatches
 from xdt.data.domains import label_space, load_domain
-from xdt.data.pipeline import load_run_data
+from xdt.data.run_data import load_run_data
 from xdt.data.tokenize import cache_path, tokenize
 from xdt.errors import XdtError
 

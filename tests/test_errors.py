@@ -12,7 +12,7 @@ import torch
 from conftest import run_xdt
 from xdt import checkpoint
 from xdt.errors import XdtError
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.train import train
 
 

@@ -13,7 +13,7 @@ import torch
 
 from conftest import CONFIG_DIR
 from test_strategies import build_and_load, initial_weights
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.train import train
 
 STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))

@@ -15,7 +15,6 @@ from conftest import compose_config, run_xdt
 from xdt import checkpoint
 from xdt.errors import XdtError
 from xdt.models import build_classifier, load_tokenizer
-from xdt.pretrain import pretrain
 from xdt.runs import find_runs
 from xdt.sweep import _same_config
 from xdt.train import train
@@ -26,7 +25,7 @@ def lm_smoke(cache_dir):
     """A ``debug=smoke`` pretraining config (tiny model, small data) plus ``overrides``."""
     def make(*overrides: str):
         return compose_config(["debug=smoke", f"cache_dir={cache_dir}", "max_steps=12", "eval_interval=6",
-                               "text_splits=[unlabeled,train]", *overrides], name="pretrain")
+                               "task.text_splits=[unlabeled,train]", *overrides], name="pretrain")
     return make
 
 
@@ -36,7 +35,7 @@ def read_json(path: Path) -> dict:
 
 @pytest.mark.parametrize("model, objective", [("tiny", "mlm"), ("tiny_gpt", "clm")])
 def test_pretraining_lowers_held_out_perplexity_below_the_random_init(model, objective, lm_smoke, tmp_path):
-    result = pretrain(lm_smoke(f"model={model}"), tmp_path / "run")
+    result = train(lm_smoke(f"model={model}"), tmp_path / "run")
     assert result["objective"] == objective
     start, end = result["start_metrics"], result["metrics"]
     for name in ("source/syn_books/test", "target/syn_dvd/test", "target/syn_kitchen/test"):
@@ -51,21 +50,22 @@ def test_pretraining_lowers_held_out_perplexity_below_the_random_init(model, obj
 
 def test_evaluation_masks_the_same_tokens_every_time(lm_smoke, tmp_path):
     run = tmp_path / "run"
-    pretrain(lm_smoke("max_steps=6"), run)
+    train(lm_smoke("max_steps=6"), run)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert records[0]["eval"]["target/syn_dvd/test"]["tokens"] == records[-1]["eval"]["target/syn_dvd/test"]["tokens"]
 
 
 def test_init_from_loads_exactly_the_pretrained_weights(lm_smoke, smoke, tmp_path):
-    pretrain(lm_smoke(), tmp_path / "lm")
+    train(lm_smoke(), tmp_path / "lm")
     stored = load_file(str(tmp_path / "lm" / "checkpoints" / "best" / checkpoint.MODEL_FILE))
     cfg = smoke(f"model.init_from={tmp_path / 'lm'}")
     model = build_classifier(cfg.model, load_tokenizer(cfg.model), 2)
     encoder = model.encoder.state_dict()
     compared = 0
-    for name, tensor in stored.items():  # lm.bert.encoder.layer.0... -> encoder.layer.0...
-        if name.startswith("lm.bert.") and name[len("lm.bert."):] in encoder:
-            assert torch.equal(encoder[name[len("lm.bert."):]], tensor), name
+    prefix = "model.lm.bert."  # the strategy's model, the language model's BERT: ... -> encoder.layer.0...
+    for name, tensor in stored.items():
+        if name.startswith(prefix) and name[len(prefix):] in encoder:
+            assert torch.equal(encoder[name[len(prefix):]], tensor), name
             compared += 1
     assert compared == len([k for k in encoder if not k.startswith("pooler")]) > 10
     random_init = build_classifier(smoke().model, load_tokenizer(smoke().model), 2).encoder.state_dict()
@@ -74,7 +74,7 @@ def test_init_from_loads_exactly_the_pretrained_weights(lm_smoke, smoke, tmp_pat
 
 def test_pipeline_pretrains_then_fine_tunes_in_two_folders(smoke, tmp_path):
     cfg = smoke("+pretrain.text_from=target", "+pretrain.max_steps=4", "+pretrain.eval_interval=4",
-                "+pretrain.text_splits=[unlabeled,train]", "max_steps=4", "eval_interval=4")
+                "+pretrain.task.text_splits=[unlabeled,train]", "max_steps=4", "eval_interval=4")
     result = train(cfg, tmp_path / "run")
     stage = tmp_path / "run" / "pretrain"
     pre = read_json(stage / "metrics.json")
@@ -88,7 +88,7 @@ def test_pipeline_pretrains_then_fine_tunes_in_two_folders(smoke, tmp_path):
 
 def test_cut_off_pretraining_resumes_to_the_same_result(lm_smoke, tmp_path):
     full = tmp_path / "full"
-    pretrain(lm_smoke(), full)
+    train(lm_smoke(), full)
     cut = tmp_path / "cut"
     shutil.copytree(full, cut, symlinks=True)
     for name in ("done", "metrics.json"):
@@ -98,20 +98,22 @@ def test_cut_off_pretraining_resumes_to_the_same_result(lm_smoke, tmp_path):
     (cut / "checkpoints" / "last").unlink()
     (cut / "checkpoints" / "last").symlink_to("step-0000006")
     config = (cut / "config.yaml").read_text()
-    resumed = pretrain(lm_smoke(f"resume={cut}"), cut)
+    resumed = train(lm_smoke(f"resume={cut}"), cut)
     assert (cut / "config.yaml").read_text() == config
     assert resumed["metrics"] == read_json(full / "metrics.json")["metrics"]
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["objective=bogus"], "objective='bogus' is not valid"),
-    (["model=tiny_gpt", "objective=mlm"], "no masked language-model head"),
-    (["text_splits=[labels]"], "text_splits=['labels']"),
-    (["mlm_probability=1.5"], "mlm_probability=1.5"),
+    (["task.objective=bogus"], "task.objective='bogus' is not valid"),
+    (["model=tiny_gpt", "task.objective=mlm"], "no masked language-model head"),
+    (["task.text_splits=[labels]"], "task.text_splits=['labels']"),
+    (["task.mlm_probability=1.5"], "task.mlm_probability=1.5"),
+    (["strategy=dann"], "strategy=dann cannot serve task=language_modeling"),
+    (["model.peft=lora"], "task=language_modeling trains the whole model"),
 ])
 def test_bad_pretraining_settings_are_one_clear_error(overrides, message, lm_smoke, tmp_path):
     with pytest.raises(XdtError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        pretrain(lm_smoke(*overrides), tmp_path / "run")
+        train(lm_smoke(*overrides), tmp_path / "run")
 
 
 def test_init_from_a_folder_without_a_model(smoke, tmp_path):

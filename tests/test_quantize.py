@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from conftest import DATA_DIR, compose_config
 from xdt import quantize
 from xdt.errors import XdtError
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.train import train
 
 QUANTIZED_LINEAR = torch.ao.nn.quantized.dynamic.Linear

@@ -19,7 +19,7 @@ import yaml
 from conftest import run_xdt
 from xdt import checkpoint
 from xdt.errors import XdtError
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.run_folder import RunBusy, run_lock
 from xdt.sweep import _same_value
 from xdt.train import train

@@ -16,10 +16,10 @@ from transformers import AutoTokenizer
 from conftest import CONFIG_DIR, DATA_DIR, compose_config
 from xdt.config import package_dir
 from xdt.data.domains import RawDomain, load_group
-from xdt.data.pipeline import load_run_data
+from xdt.data.run_data import load_run_data
 from xdt.data.shots import domain_entries, draw_shots, eligible_rows
 from xdt.errors import XdtError
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.report import row_labels
 from xdt.runs import Run, read_run
 from xdt.strategies._meta import MetaStrategy

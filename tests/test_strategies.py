@@ -20,13 +20,15 @@ from transformers import BartConfig, BartForConditionalGeneration
 from conftest import CONFIG_DIR, compose_config
 from xdt import checkpoint
 from xdt.data.shots import domain_entries
-from xdt.evaluate import evaluate_run
+from xdt.eval_run import evaluate_run
 from xdt.models import load_tokenizer, mask_tokens
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
 from xdt.strategies._common import confusion_loss, coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
 from xdt.strategies.base import StrategyContext
 from xdt.strategies.self_train import class_imbalance
-from xdt.train import build_strategy, param_groups, train
+from xdt.engine import param_groups
+from xdt.tasks.sequence_classification import build_strategy
+from xdt.train import train
 
 STRATEGIES = sorted(p.stem for p in (CONFIG_DIR / "strategy").glob("*.yaml"))
 
@@ -532,7 +534,7 @@ def test_meta_test_adaptation_is_inner_sgd_on_the_shots_and_leaves_the_strategy_
 
 
 def test_evaluate_scores_targets_with_the_adapted_strategy_and_sources_with_the_original(smoke):
-    from xdt.evaluate import evaluate
+    from xdt.tasks.sequence_classification import evaluate
 
     class Constant(torch.nn.Module):
         """Predicts class ``label`` for every row; ``adapted`` returns one that predicts class 1."""

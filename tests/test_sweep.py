@@ -12,7 +12,7 @@ from pathlib import Path
 
 from conftest import DATA_DIR, run_xdt
 from xdt import checkpoint
-from xdt.sweep import job_name
+from xdt.job_names import job_name
 
 SWEEP = ["debug=smoke", "max_steps=6", "eval_interval=3"]
 
@@ -42,7 +42,7 @@ def test_a_failing_job_is_recorded_and_the_others_finish(tmp_path, cache_dir):
 
 def test_relaunch_resumes_a_cut_off_job(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
-    args = ["train", "-m", "debug=smoke", "max_steps=300", "eval_interval=10", "seed=0,1",
+    args = ["train", "-m", "debug=smoke", "max_steps=60", "eval_interval=10", "seed=0,1",
             f"hydra.sweep.dir={sweep}", f"cache_dir={cache_dir}"]
     with open(tmp_path / "first.out", "w") as out:
         process = subprocess.Popen([sys.executable, "-m", "xdt.cli", *args], cwd=tmp_path, stdout=out,

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from conftest import DATA_DIR, compose_config, needs_fdu, run_xdt
 from xdt import checkpoint
-from xdt.averaging import WeightAverage
-from xdt.evaluate import evaluate_run
+from xdt.hooks import WeightAverage
+from xdt.eval_run import evaluate_run
 from xdt.train import train
 
 SPLITS = ("validation", "test")

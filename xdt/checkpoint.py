@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from xdt.atomic import atomic_write_json, atomic_write_text, flush_tree, fsync_path  # noqa: F401  (re-exported for now)
+from xdt.atomic import flush_tree, fsync_path
 from xdt.errors import XdtError
 
 CHECKPOINTS = "checkpoints"

@@ -48,7 +48,8 @@ def _errors_as_one_message(task):
 
 @_errors_as_one_message
 def _train(cfg: DictConfig) -> float:
-    """Returns the best source validation score: the objective of hyperparameter sweeps."""
+    """``xdt train`` and ``xdt pretrain`` (the language-modeling task). Returns the best source validation
+    score, the objective of hyperparameter sweeps (for a language model: minus its loss; higher is better)."""
     from xdt.sweep import objective, run_job
     from xdt.train import train
 
@@ -60,22 +61,13 @@ def _train(cfg: DictConfig) -> float:
 
 
 @_errors_as_one_message
-def _pretrain(cfg: DictConfig) -> float:
-    """Returns minus the best source validation loss: the objective of sweeps (higher is better)."""
-    from xdt.pretrain import pretrain
-
-    result = pretrain(cfg, Path(HydraConfig.get().runtime.output_dir))
-    return -result["selection"]["value"]
-
-
-@_errors_as_one_message
 def _eval(cfg: DictConfig) -> None:
-    from xdt.evaluate import evaluate_run
+    from xdt.eval_run import evaluate_run
 
     evaluate_run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-COMMANDS = {"train": _train, "pretrain": _pretrain, "eval": _eval}
+COMMANDS = {"train": _train, "pretrain": _train, "eval": _eval}
 
 
 PATH_KEYS = ("run_dir", "resume", "model.init_from", "hydra.run.dir")  # one folder each, never swept
@@ -149,8 +141,15 @@ def _check_resume(overrides: list[str]) -> list[str]:
     return [*overrides, f"hydra.run.dir={folder}", "hydra.output_subdir=null"]
 
 
+# Settings of the language-modeling task that were top-level keys of xdt pretrain before tasks were plug-ins.
+TASK_KEYS = ("objective", "mlm_probability", "text_splits")
+
+
 def _check_overrides(flags: list[str], overrides: list[str]) -> None:
     """Mistakes Hydra would turn into a traceback, or into files written over a finished run."""
+    for key in TASK_KEYS:
+        if _value(overrides, key) is not None:
+            raise XdtError(f"{key} is a setting of the language-modeling task: pass task.{key}={_value(overrides, key)}")
     run_dir = _value(overrides, "hydra.run.dir")
     if run_dir and _value(overrides, "resume") is None and (Path(run_dir).expanduser() / "config.yaml").exists():
         raise XdtError(f"hydra.run.dir={run_dir} already holds a run (config.yaml exists); continue it with "

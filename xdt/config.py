@@ -13,7 +13,9 @@ from hydra.utils import get_class
 from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from xdt.checks import check_fraction
 from xdt.errors import XdtError
+from xdt.job_names import job_name
 from xdt.selection import CRITERIA
 
 
@@ -39,8 +41,6 @@ def register_resolvers() -> None:
 
 
 def _job_name(sweep_dir: str, overrides: list[str]) -> str:
-    from xdt.sweep import job_name  # Hydra resolves this once per sweep job; keep the import lazy
-
     return job_name(sweep_dir, list(overrides))
 
 
@@ -80,23 +80,6 @@ def positive(cfg: DictConfig, key: str, kind: type = int, allow_none: bool = Fal
     if not ok:
         raise XdtError(f"{key}={value!r} is not valid: it must be a positive {kind.__name__}")
     return number
-
-
-def check_fraction(key: str, value: Any, meaning: str = "a fraction of training",
-                   allow_none: bool = False) -> float | None:
-    """``value`` as a fraction of training in [0, 1) (a warm-up, a probe, where averaging starts), or a message
-    naming the key and the value. 1 or more would make the phase the whole run and silently turn off what
-    follows it."""
-    if value is None and allow_none:
-        return None
-    try:
-        ok = 0 <= float(value) < 1 and not isinstance(value, bool)
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise XdtError(f"{key}={value!r} is not valid: it is {meaning}, from 0 up to (not including) 1"
-                       + (", or null for none" if allow_none else ""))
-    return float(value)
 
 
 def check_training_settings(cfg: DictConfig) -> None:
@@ -146,7 +129,9 @@ def check_seed(value: Any) -> int:
 def check_domain_names(cfg: DictConfig) -> None:
     """A domain name is one domain in a run: the same name as source and target would report the pair
     'x→x' and mix the source's own scores with the target's, even when the two point at different files."""
-    from xdt.data.shots import domain_entries  # light module; keeps this one free of data imports
+    from xdt.data.shots import (
+        domain_entries,  # light module; keeps this one free of data imports
+    )
 
     sources = {name for name, _ in domain_entries(cfg.get("source_domain"), "source_domain")}
     targets = {name for name, _ in domain_entries(cfg.get("target_domain"), "target_domain")}

@@ -7,6 +7,7 @@ import logging
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.state import AcceleratorState
+from accelerate.utils import GradientAccumulationPlugin
 from omegaconf import DictConfig
 
 from xdt.errors import XdtError
@@ -44,8 +45,9 @@ def process_state(hw: DictConfig) -> PartialState:
     return PartialState(cpu=hw.device == "cpu")
 
 
-def make_accelerator(hw: DictConfig) -> Accelerator:
-    """An Accelerator for ``hardware.device`` (cpu or cuda) and ``hardware.mixed_precision``.
+def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1) -> Accelerator:
+    """An Accelerator for ``hardware.device`` (cpu or cuda) and ``hardware.mixed_precision``, accumulating
+    gradients over ``gradient_accumulation_steps`` micro-batches per optimizer step.
 
     Multi-process data parallelism needs no setting here: ``accelerate launch`` or ``torchrun`` set
     the environment the Accelerator reads.
@@ -62,8 +64,12 @@ def make_accelerator(hw: DictConfig) -> Accelerator:
         torch.backends.cudnn.allow_tf32 = bool(hw.get("tf32"))
     # split_batches: every batch of batch_size examples is split across the processes, so batch_size means
     # the same global batch (and the same optimisation) with 1 process or N.
+    # The engine splits each batch into its micro-batches itself and never ends an epoch mid-step, so the
+    # accumulation is not tied to the data loader's end.
+    accumulation = GradientAccumulationPlugin(num_steps=gradient_accumulation_steps, sync_with_dataloader=False)
     accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision,
-                              dataloader_config=DataLoaderConfiguration(split_batches=True))
+                              dataloader_config=DataLoaderConfiguration(split_batches=True),
+                              gradient_accumulation_plugin=accumulation)
     if hw.get("distributed") and accelerator.num_processes == 1:
         log.warning("hardware expects several processes but this is a single process: start it with "
                     "`accelerate launch --multi_gpu -m xdt.cli train ...` or `torchrun --nproc-per-node N -m xdt.cli train ...`")

@@ -34,7 +34,7 @@ AUTO_CLASSES = {"mlm": AutoModelForMaskedLM, "clm": AutoModelForCausalLM}
 def resolve_objective(objective: str, model_type: str) -> str:
     """``auto``: masked LM for architectures that have one (encoders), causal LM for the others."""
     if objective not in OBJECTIVES:
-        raise XdtError(f"objective={objective!r} is not valid: choose {', '.join(OBJECTIVES)}")
+        raise XdtError(f"task.objective={objective!r} is not valid: choose {', '.join(OBJECTIVES)}")
     if objective != "auto":
         return objective
     return "mlm" if model_type in MODEL_FOR_MASKED_LM_MAPPING_NAMES else "clm"
@@ -56,24 +56,37 @@ def build_language_model(cfg: DictConfig, tokenizer: PreTrainedTokenizerBase, ob
                                     revision=None if source else cfg.get("revision"))
     except ValueError as error:
         if "Unrecognized configuration class" in str(error):
-            raise XdtError(f"objective={objective}: model {cfg.name} ({config.model_type}) has no "
-                           f"{'masked' if objective == 'mlm' else 'causal'} language-model head; use objective=auto") from None
+            raise XdtError(f"task.objective={objective}: model {cfg.name} ({config.model_type}) has no "
+                           f"{'masked' if objective == 'mlm' else 'causal'} language-model head; use task.objective=auto") from None
         raise XdtError(f"model {cfg.name}: could not build its language model ({error})") from None
     except OSError as error:
         raise XdtError(f"model weights from {source or cfg.name_or_path}: could not load them ({error})") from None
 
 
 class LanguageModel(nn.Module):
-    """Wraps a Hugging Face masked- or causal-LM model; computes the loss on the predicted positions only."""
+    """Wraps a Hugging Face masked- or causal-LM model; computes the loss on the predicted positions only.
+
+    ``masker`` masks training batches for MLM (None for CLM). The language-modeling task's model: strategies
+    read its :meth:`loss`; ``encoder`` is the whole pretrained network (what L2-SP pulls towards its start)."""
 
     HEADS = {"mlm": ("cls", "lm_head"), "clm": ("lm_head",)}
+    loss_name = "lm"
 
-    def __init__(self, lm: PreTrainedModel, objective: str):
+    def __init__(self, lm: PreTrainedModel, objective: str, masker: "Masker | None" = None):
         super().__init__()
         self.lm = lm
         self.objective = objective
+        self.masker = masker
         name = next((n for n in self.HEADS[objective] if hasattr(lm, n)), None)
         self._head_name = name  # None: run the whole model and select positions from its logits
+
+    @property
+    def encoder(self) -> PreTrainedModel:
+        return self.lm
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """The training loss of one batch: masked at random (MLM) or as it is (CLM)."""
+        return self(*lm_inputs(batch, self.masker))
 
     def predicted(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                   labels: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -112,9 +125,9 @@ class Masker:
 
     def __init__(self, tokenizer: PreTrainedTokenizerBase, probability: float):
         if tokenizer.mask_token_id is None:
-            raise XdtError("objective=mlm needs a tokenizer with a mask token; this one has none (use objective=clm)")
+            raise XdtError("objective=mlm needs a tokenizer with a mask token; this one has none (use task.objective=clm)")
         if not 0 < probability < 1:
-            raise XdtError(f"mlm_probability={probability} must be between 0 and 1")
+            raise XdtError(f"task.mlm_probability={probability} must be between 0 and 1")
         self.probability = probability
         self.mask_id = tokenizer.mask_token_id
         self.special = tuple(tokenizer.all_special_ids)

@@ -65,11 +65,11 @@ class SequenceClassifier(nn.Module):
         """Class logits, shape (batch, num_labels)."""
         return self.classify(self.features(input_ids, attention_mask))
 
-    def after_optimizer_step(self, step: int) -> None:
-        """Called by the loop after every optimizer step: AdaLoRA reallocates its ranks here."""
-        adapters = getattr(self.encoder, "base_model", None)
-        if hasattr(adapters, "update_and_allocate"):
-            adapters.update_and_allocate(step)
+    loss_name = "classification"
+
+    def loss(self, batch: dict) -> torch.Tensor:
+        """Cross-entropy of the labeled ``batch``: the task's loss, which ``erm`` trains on."""
+        return F.cross_entropy(self(batch["input_ids"], batch["attention_mask"]), batch["labels"])
 
 
 PRETRAINED = "pretrained"  # the folder of a pretraining run that holds its final model, in Hugging Face format
@@ -205,6 +205,14 @@ def max_input_length(config: PretrainedConfig) -> int | None:
     if positions is None:
         return None
     return positions - 2 if config.model_type in ("roberta", "xlm-roberta", "camembert") else positions
+
+
+def check_max_length(max_length: int, tokenizer: PreTrainedTokenizerBase) -> None:
+    """A limit that leaves no room for text is refused: the tokenizer would ignore it and run full length."""
+    special = tokenizer.num_special_tokens_to_add()
+    if max_length <= special:
+        raise XdtError(f"max_length={max_length} leaves no room for text: the tokenizer adds {special} special "
+                       f"tokens to every example; use max_length={special + 1} or more (128 is usual)")
 
 
 def count_parameters(module: nn.Module) -> tuple[int, int]:

@@ -33,7 +33,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 from xdt import plots, selection
-from xdt.checkpoint import atomic_write_text
+from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
 from xdt.metrics import METRIC_NAMES

@@ -32,7 +32,7 @@ from xdt import checkpoint, saved_run
 from xdt.atomic import atomic_write_text
 from xdt.errors import XdtError
 from xdt.hardware import process_state
-from xdt.runs import DONE, FAILED
+from xdt.run_files import DONE, FAILED
 from xdt.runtime import log_to_file
 
 log = logging.getLogger(__name__)

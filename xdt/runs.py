@@ -27,10 +27,8 @@ from omegaconf.errors import OmegaConfBaseException
 from xdt.data.shots import SHOTS_KEY, domain_entries
 from xdt.errors import XdtError
 from xdt.metrics.log import MetricsLog
+from xdt.run_files import CONFIG, DONE, FAILED, RECORDS, RESULT, RUN_FILES
 
-DONE, FAILED = "done", "failed"
-CONFIG, RESULT, RECORDS = "config.yaml", "metrics.json", "metrics.jsonl"
-RUN_FILES = (CONFIG, RESULT, RECORDS, DONE, FAILED)
 # Config keys that never make two runs different experiments (where files live, how a run is resumed,
 # what is logged), and the keys that rows and columns already name.
 NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "target_domain", "hardware",

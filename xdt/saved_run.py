@@ -25,7 +25,7 @@ from xdt.errors import XdtError
 
 SHIPPED_CONFIGS = Path(__file__).parent / "configs"
 #: The config groups whose ``_target_`` classes a saved run may name.
-BUILDABLE_GROUPS = ("strategy", "optimizer")
+BUILDABLE_GROUPS = ("task", "strategy", "optimizer")
 
 
 def _targets_in(node: Any) -> Iterator[str]:
@@ -78,7 +78,7 @@ def check_config(config: dict, config_file: Path, known: set[str]) -> None:
     for key, value in _walk(config, ""):
         if key.endswith("_target_") and value not in known:
             raise XdtError(f"{config_file}: {key}={value!r} is not a class xdt knows, so the run is not rebuilt "
-                           f"(a run folder never runs code; known classes are those of xdt's strategy and optimizer "
+                           f"(a run folder never runs code; known classes are those of xdt's task, strategy and optimizer "
                            f"configs, or of a config folder you pass with --config-dir)")
         if isinstance(value, str) and "${" in value:
             raise XdtError(f"{config_file}: {key}={value!r} is an interpolation; xdt writes resolved configs, so "
@@ -117,9 +117,34 @@ def load_config(run_dir: Path, option: str, trust_remote_code: bool = False) -> 
     if not isinstance(saved, DictConfig):
         raise XdtError(f"{config_file}: not a run config (a mapping of settings)")
     check_config(OmegaConf.to_container(saved, resolve=False), config_file, known_targets())
+    upgrade(saved)
     if isinstance(saved.get("model"), DictConfig):
         saved.model.trust_remote_code = bool(trust_remote_code)
     return saved
+
+
+SEQUENCE_CLASSIFICATION = {"_target_": "xdt.tasks.sequence_classification.SequenceClassification"}
+LANGUAGE_MODELING = "xdt.tasks.language_modeling.LanguageModeling"
+LM_SETTINGS = ("objective", "mlm_probability", "text_splits")
+
+
+def upgrade(saved: DictConfig) -> None:
+    """A config written by an earlier version of xdt, in today's form (in place), so its runs still evaluate
+    and resume: runs from before tasks were plug-ins name no task (a language model's settings were top-level
+    keys of ``xdt pretrain``); FGM built its base strategy from its config (``_recursive_: false``) where it
+    is now handed a partial; accumulation did not exist."""
+    if "task" not in saved:
+        if "strategy" in saved:
+            saved.task = dict(SEQUENCE_CLASSIFICATION)
+        else:
+            saved.task = {"_target_": LANGUAGE_MODELING, **{k: saved.pop(k) for k in LM_SETTINGS if k in saved}}
+            saved.strategy = {"_target_": "xdt.strategies.erm.ERM"}
+    strategy = saved.strategy
+    if strategy.get("_recursive_") is False and isinstance(strategy.get("base"), DictConfig):
+        del strategy["_recursive_"]
+        strategy.base._partial_ = True
+    if "accumulate_grad_batches" not in saved:
+        saved.accumulate_grad_batches = 1
 
 
 def _why_no_config(run_dir: Path) -> str:

@@ -6,7 +6,7 @@
 * Re-launching the same sweep (same ``hydra.sweep.dir``) skips jobs whose folder has ``done``, resumes
   jobs that were cut off or failed from their last checkpoint, and refuses to touch a folder that
   holds a run of a different configuration.
-* Job folders are named by the overrides that vary across the sweep (:func:`job_name`), not by every
+* Job folders are named by the overrides that vary across the sweep (:func:`xdt.job_names.job_name`), not by every
   override on the command line.
 """
 
@@ -14,21 +14,18 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 import sys
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from xdt.errors import XdtError
-from xdt.runs import DONE, FAILED
+from xdt.job_names import NOT_IN_NAMES
+from xdt.run_files import DONE, FAILED
 
 log = logging.getLogger(__name__)
 
-# Overrides that never name a job: paths (which would also nest folders) and how a run is resumed.
-NOT_IN_NAMES = ("data_dir", "cache_dir", "resume")
 
 
 def objective(result: dict) -> float:
@@ -91,27 +88,6 @@ def _run_locked_job(cfg: DictConfig, run_dir: Path) -> float:
         message = str(error) if isinstance(error, XdtError) else f"{type(error).__name__}: {error}"
         log.error("job %s failed: %s", run_dir, message)
         return math.nan
-
-
-def job_name(sweep_dir: str, overrides: list[str]) -> str:
-    """The part of a job folder's name after its number: ``key=value`` for each override that the sweep
-    varies (a comma list, range or search space in ``multirun.yaml`` or in ``hydra.sweeper.params``)."""
-    varied = _varied_keys(Path(sweep_dir) / "multirun.yaml")
-    chosen = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") not in NOT_IN_NAMES
-              and (varied is None or o.split("=", 1)[0].lstrip("+~") in varied)]
-    name = ",".join(chosen) if chosen else "job"
-    return re.sub(r"[/\\:]", "_", name)[:200]  # a value may be a path; keep it one folder
-
-
-def _varied_keys(multirun_file: Path) -> set[str] | None:
-    if not multirun_file.exists():
-        return None
-    saved = OmegaConf.load(multirun_file)
-    task = list(OmegaConf.select(saved, "hydra.overrides.task", default=[]) or [])
-    parsed = OverridesParser.create().parse_overrides(task)
-    varied = {o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()}
-    params = OmegaConf.select(saved, "hydra.sweeper.params", default=None) or {}
-    return varied | set(params)
 
 
 class SweepSummary(Callback):

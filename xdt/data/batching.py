@@ -101,3 +101,9 @@ def make_loader(data: Dataset, batch_size: int, collator: Collator, shuffle: boo
     return DataLoader(data.select_columns(columns), batch_sampler=sampler, collate_fn=collator,
                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed),
                       worker_init_fn=ignore_stop_signals if num_workers else None)
+
+
+def eval_loaders(sets: dict[str, Dataset], batch_size: int, collator: Collator, accelerator) -> dict[str, DataLoader]:
+    """One prepared loader per evaluation set; build them once and reuse them at every evaluation."""
+    return {name: accelerator.prepare(make_loader(data, batch_size, collator, shuffle=False))
+            for name, data in sets.items()}

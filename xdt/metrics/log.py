@@ -6,7 +6,7 @@ import json
 import logging
 from pathlib import Path
 
-from xdt.checkpoint import atomic_write_text
+from xdt.atomic import atomic_write_text
 from xdt.errors import XdtError
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-from xdt.data.batching import Collator
 from xdt.errors import XdtError
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
@@ -113,7 +112,6 @@ class Augment(Strategy):
         options = dict(back_translation or {})
         self.back_translation_probability = float(options.pop("probability", 0.0)) if options else 0.0
         self.back_translator = BackTranslator(**options) if options else None
-        self.collate = Collator(context.tokenizer.pad_token_id)
 
     def augmented(self, source: Batch) -> Batch:
         """The batch with some examples replaced by augmented copies (same labels and domains)."""
@@ -134,8 +132,9 @@ class Augment(Strategy):
             encoded = tokenizer(texts, truncation=True, max_length=width)["input_ids"]
             for i, ids in zip(chosen, encoded):
                 rows[i] = ids
-        batch = self.collate([{"input_ids": ids, "label": int(label), "domain": int(domain)}
-                              for ids, label, domain in zip(rows, source["labels"], source["domain"])])
+        padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")  # to the longest row, as batches are
+        batch = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
+                 "labels": source["labels"].cpu(), "domain": source["domain"].cpu()}
         return {key: value.to(source["input_ids"].device) for key, value in batch.items()}
 
     def forward(self, source: Batch, target: Batch | None = None,

@@ -65,6 +65,10 @@ class Strategy(nn.Module):
     #: Short name used in records and tables (the config file's name by convention).
     name: str = "strategy"
 
+    #: The tasks (``configs/task/``) whose models this strategy can train; None: every task (it reads only the
+    #: model's ``loss``). Most strategies compare pooled features of whole texts, which sequence classifiers have.
+    tasks: tuple[str, ...] | None = ("sequence_classification",)
+
     #: Whether ``forward`` consumes unlabeled target batches; the loop loads them only if so.
     uses_target_data: bool = False
 

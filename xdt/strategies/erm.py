@@ -12,11 +12,13 @@ from xdt.strategies.base import Batch, Strategy
 
 
 class ERM(Strategy):
-    """Cross-entropy on source batches; target batches, if any, are ignored."""
+    """The task's own loss on source batches (cross-entropy for a classifier, the language-model loss for a
+    language model); target batches, if any, are ignored. Serves every task."""
 
     name = "erm"
+    tasks = None
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        _, loss = self.source_features(source)
-        return loss, {"classification": loss}
+        loss = self.model.loss(source)
+        return loss, {self.model.loss_name: loss}

@@ -20,20 +20,21 @@ its weight gradient reaches the loop through a surrogate loss (as in the meta-le
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
 
-from xdt.config import instantiate
 from xdt.strategies._meta import loss_with_gradient, trainable_weights
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
 class FGM(Strategy):
-    def __init__(self, model, base: DictConfig, context: StrategyContext = StrategyContext(),
+    def __init__(self, model, base: Callable[..., Strategy], context: StrategyContext = StrategyContext(),
                  epsilon: float = 0.05, weight: float = 1.0):
+        """``base``: the wrapped strategy's constructor (its config is a partial, built around the same model)."""
         super().__init__(model, context)
-        self.base = instantiate(base, "strategy.base", model=model, context=context)
+        self.base = base(model=model, context=context)
         self.epsilon, self.weight = epsilon, weight
         self.name = "fgm" if self.base.name == "erm" else f"fgm+{self.base.name}"
         self.uses_target_data = self.base.uses_target_data

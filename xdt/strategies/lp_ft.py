@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from xdt.config import check_fraction
+from xdt.checks import check_fraction
 from xdt.errors import XdtError
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 

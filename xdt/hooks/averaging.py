@@ -17,9 +17,15 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from xdt.hooks.base import Hook
 
-class WeightAverage:
-    """Running mean of ``module``'s trainable parameters over the optimizer steps from ``start_step`` on."""
+
+class WeightAverage(Hook):
+    """Running mean of ``module``'s trainable parameters over the optimizer steps from ``start_step`` on; a hook
+    of the engine (:mod:`xdt.hooks`): it folds in the weights after every optimizer step, swaps the mean in for
+    evaluations and checkpoints, and keeps the training weights in the checkpoint's training state."""
+
+    name = "averaging"
 
     def __init__(self, module: nn.Module, start_step: int):
         self.parameters = {name: p for name, p in module.named_parameters() if p.requires_grad}
@@ -58,9 +64,9 @@ class WeightAverage:
                 p.copy_(self._training[name])
             self._training = None
 
-    def state(self, training: dict[str, torch.Tensor]) -> dict:
+    def state(self) -> dict:
         """What a checkpoint saved inside :meth:`applied` needs besides the averaged weights it holds."""
-        return {"count": self.count, "training_weights": training}
+        return {"count": self.count, "training_weights": self._training or {}}
 
     @torch.no_grad()
     def restore(self, state: dict | None) -> None:
@@ -70,3 +76,13 @@ class WeightAverage:
         self.mean = {name: p.detach().float().clone() for name, p in self.parameters.items()} if self.count else {}
         for name, weights in (state or {}).get("training_weights", {}).items():
             self.parameters[name].copy_(weights)
+
+    # The engine's hook points (xdt.hooks).
+    def after_optimizer_step(self, step: int) -> None:
+        self.update(step)
+
+    def evaluation_weights(self):
+        return self.applied()
+
+    def load_state(self, state: dict | None) -> None:
+        self.restore(state)

@@ -1,90 +1,27 @@
-"""Evaluation of a classifier on named labeled sets, and the ``xdt eval`` command on a saved run."""
+"""``xdt eval``: rebuild a saved classification run from its folder (no network, no code from it) and score it
+on its own domains or any other."""
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import torch
-from accelerate import Accelerator
-from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from xdt import checkpoint, quantize, saved_run
+from xdt.atomic import atomic_write_json
 from xdt.config import instantiate
 from xdt.console import console, print_summary
-from xdt.data.batching import Collator, make_loader
-from xdt.data.pipeline import RunData, load_run_data
+from xdt.data.batching import Collator, eval_loaders
+from xdt.data.run_data import load_run_data
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
-from xdt.metrics import classification_metrics
 from xdt.models import model_files_problem, rebuild_classifier
-from xdt.selection import unsupervised_scores
-from xdt.strategies.base import Batch, Strategy, StrategyContext
+from xdt.strategies.base import Strategy, StrategyContext
+from xdt.tasks.sequence_classification import evaluate, shot_batches, transfer_gaps
 
 log = logging.getLogger(__name__)
-
-
-def eval_loaders(sets: dict[str, Dataset], batch_size: int, collator: Collator,
-                 accelerator: Accelerator) -> dict[str, DataLoader]:
-    """One prepared loader per evaluation set; build them once and reuse them at every evaluation."""
-    return {name: accelerator.prepare(make_loader(data, batch_size, collator, shuffle=False))
-            for name, data in sets.items()}
-
-
-def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dict[str, Batch]:
-    """Each target's few-shot examples as one batch on ``device``, keyed by target name, for strategies
-    that adapt to them before scoring (:attr:`Strategy.adapts_to_shots`)."""
-    return {name: {key: value.to(device) for key, value in collator(list(rows)).items()}
-            for name, rows in data.shot_sets().items()}
-
-
-@torch.no_grad()
-def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
-             shots: dict[str, Batch] | None = None) -> dict[str, dict]:
-    """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
-    the label-free scores that unsupervised model selection reads (prediction entropy, IM).
-
-    ``shots`` (target name -> its labeled shots) makes each such target's sets be scored by
-    ``strategy.adapted(shots)``, adapted once per target; sources are always scored by ``strategy``.
-    """
-    was_training = strategy.training
-    strategy.eval()
-    adapted: dict[str, Strategy] = {}
-    results = {}
-    for name, loader in loaders.items():
-        role, domain = name.split("/")[:2]
-        scorer = strategy
-        if role == "target" and shots and domain in shots:
-            if domain not in adapted:
-                adapted[domain] = strategy.adapted(shots[domain])
-            scorer = adapted[domain]
-        probabilities, references = [], []
-        for batch in loader:
-            with accelerator.autocast():
-                logits = scorer.predict(batch)
-            probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
-            probabilities.append(probs.cpu())
-            references.append(labels.cpu())
-        probabilities = torch.cat(probabilities).numpy()
-        results[name] = {**classification_metrics(torch.cat(references).numpy(), probabilities),
-                         **unsupervised_scores(probabilities)}
-    strategy.train(was_training)
-    return results
-
-
-def transfer_gaps(metrics: dict[str, dict], metric: str = "accuracy") -> dict[str, float]:
-    """Mean source test ``metric`` minus each target's test ``metric``, keyed by target domain."""
-    source = [m[metric] for name, m in metrics.items() if name.startswith("source/") and name.endswith("/test")]
-    if not source:
-        return {}
-    reference = float(np.mean(source))
-    return {name.split("/")[1]: reference - m[metric] for name, m in metrics.items()
-            if name.startswith("target/") and name.endswith("/test")}
 
 
 def _checkpoint_folder(run_dir: Path, which: str) -> Path:
@@ -158,7 +95,7 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
         result["quantized"] = quantized
     if accelerator.is_main_process:
         written = Path(out_dir) / "metrics.json"
-        checkpoint.atomic_write_json(written, result)
+        atomic_write_json(written, result)
         print_summary(result, title=f"xdt eval {run_dir} ({folder.name})")
         if quantized is not None:
             quantize.print_comparison(metrics, quantized)

@@ -1,0 +1,1 @@
+"""Tasks: what one kind of model learns and how it is scored (the contract: xdt/tasks/base.py)."""

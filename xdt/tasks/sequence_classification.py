@@ -1,0 +1,246 @@
+"""Sequence classification: one label per text (review sentiment), scored per domain and split.
+
+The model is an encoder with mean pooling and a linear head (:class:`xdt.models.SequenceClassifier`), inside
+the configured strategy. Source domains give labeled training rows; target domains are scored, and their
+unlabeled text feeds strategies that adapt to it. With ``target_domain.shots=k`` each target's k labeled
+examples per class join training, or, for strategies that adapt to them before scoring (meta-learning), stay
+out of it (:mod:`xdt.data.shots`). The reported checkpoint is the one ``selection`` picks
+(:mod:`xdt.selection`); early stopping always watches source validation.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.data import DataLoader
+
+from xdt import checkpoint, selection
+from xdt.atomic import atomic_folder
+from xdt.config import instantiate, target_class
+from xdt.console import print_summary
+from xdt.data.batching import Collator, eval_loaders, make_loader
+from xdt.data.run_data import RunData, load_run_data
+from xdt.errors import XdtError
+from xdt.metrics import classification_metrics
+from xdt.models import build_classifier, check_max_length, count_parameters, load_tokenizer, max_input_length, \
+    model_files_problem, save_model_files
+from xdt.strategies.base import Batch, Strategy, StrategyContext
+from xdt.tasks.base import Scores, Setup, Task, training_steps
+
+log = logging.getLogger(__name__)
+
+ORACLE_WARNING = ("selection=target_oracle: target labels chose the checkpoint, so target scores are optimistic "
+                  "and not a fair estimate of transfer")
+
+
+class SequenceClassification(Task):
+    name = "sequence_classification"
+
+    def __init__(self) -> None:
+        self.cfg: DictConfig | None = None
+        self.data: RunData | None = None
+        self.collator: Collator | None = None
+        self.shots: dict[str, Batch] | None = None  # target -> its shots, for strategies that adapt to them
+
+    @classmethod
+    def check(cls, cfg: DictConfig) -> None:
+        selection.check(cfg.selection)
+
+    def setup(self, cfg: DictConfig, run_dir: Path, accelerator: Accelerator) -> Setup:
+        self.cfg = cfg
+        tokenizer = load_tokenizer(cfg.model)
+        check_max_length(int(cfg.max_length), tokenizer)
+        with accelerator.main_process_first():  # the first process fills the tokenisation cache
+            data = load_run_data(cfg.source_domain, cfg.get("target_domain"), tokenizer, int(cfg.max_length),
+                                 cfg.cache_dir, max_examples=cfg.max_examples, seed=int(cfg.seed),
+                                 shots=OmegaConf.select(cfg, "target_domain.shots", default=0))
+        if cfg.selection in selection.NEEDS_TARGETS and not data.targets:
+            raise XdtError(f"selection={cfg.selection} reads target domains, but no target_domain is selected")
+        max_steps = training_steps(cfg, data.num_train_rows)
+        # Target shots are labeled training domains of their own (so domain-aware strategies count them as
+        # sources), unless the strategy keeps them out of training to adapt to them before scoring (meta-learning).
+        data.shots_in_training = not target_class(cfg.strategy, "strategy").adapts_to_shots
+        context = StrategyContext.of(tokenizer, data.num_labeled_domains,
+                                     len(data.stream_targets(cfg.unlabeled_targets)))
+        strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
+        self.collator = Collator(tokenizer.pad_token_id,
+                                 pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        source, target = train_loaders(cfg, data, strategy, self.collator, accelerator)
+        if accelerator.is_main_process:
+            write_model_files(run_dir / "model", strategy.model, tokenizer, data.label_names, context)
+        if data.target_shots and not data.shots_in_training:
+            self.shots = shot_batches(data, self.collator, accelerator.device)
+        self.data = data
+        describe = {"strategy": strategy.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
+                    "seed": int(cfg.seed), "shots": data.shots,
+                    "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
+        return Setup(strategy, source, target, data.eval_sets(*tracked_splits(cfg)), self.collator, max_steps,
+                     describe)
+
+    def evaluate(self, strategy: Strategy, loaders: dict[str, DataLoader], accelerator: Accelerator) -> Scores:
+        return evaluate(strategy, loaders, accelerator, self.shots)
+
+    def scores(self, results: Scores) -> tuple[float, float]:
+        metric = self.cfg.selection_metric
+        return (selection.score(results, self.cfg.selection, metric),
+                selection.score(results, "source_val", metric))  # early stopping never reads target labels
+
+    def selection_record(self, value: float | None) -> dict:
+        return {"criterion": self.cfg.selection, "metric": self.cfg.selection_metric, "value": value}
+
+    def evaluation_line(self, results: Scores) -> str:
+        select, monitor = self.scores(results)
+        line = f"source validation {self.cfg.selection_metric} {monitor:.4f}"
+        return line if self.cfg.selection == "source_val" else f"{line}, selection value {select:.4f}"
+
+    def finish(self, strategy: Strategy, chosen_step: int, records: list[dict], run_dir: Path,
+               accelerator: Accelerator) -> dict:
+        """Every split of every domain at the chosen step: from the records when training scored them all,
+        else scored now on the chosen checkpoint's weights."""
+        cfg, data = self.cfg, self.data
+        metrics = recorded_scores(records, chosen_step, data.eval_set_names())
+        if metrics is None:
+            checkpoint.load_weights(strategy, checkpoint.step_dir(run_dir, chosen_step))
+            loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), self.collator, accelerator)
+            metrics = evaluate(strategy, loaders, accelerator, self.shots)
+        result = {"label_names": data.label_names, "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
+        if cfg.model.get("init_from"):
+            result["init_from"] = cfg.model.init_from
+            result["pretrain_wall_time_s"] = pretraining_time(Path(cfg.model.init_from))
+        if cfg.selection == "target_oracle":
+            result["warning"] = ORACLE_WARNING
+            log.warning(ORACLE_WARNING)
+        return result
+
+    def print_summary(self, result: dict, run_dir: Path) -> None:
+        print_summary(result, title=f"xdt train {run_dir}")
+
+
+def build_strategy(cfg: DictConfig, tokenizer, num_labels: int, context: StrategyContext,
+                   total_steps: int) -> Strategy:
+    """The classifier (checked against ``max_length``) inside the configured strategy."""
+    model = build_classifier(cfg.model, tokenizer, num_labels, total_steps=total_steps)
+    limit = max_input_length(model.encoder.config)
+    if limit is not None and int(cfg.max_length) > limit:
+        raise XdtError(f"max_length={cfg.max_length} is longer than model {cfg.model.name} allows ({limit} tokens)")
+    strategy = instantiate(cfg.strategy, "strategy", model=model, context=context)
+    trainable, total = count_parameters(strategy)
+    log.info("model %s, strategy %s: %d trainable of %d parameters", cfg.model.name, strategy.name, trainable, total)
+    return strategy
+
+
+def train_loaders(cfg: DictConfig, data: RunData, strategy: Strategy, collator: Collator,
+                  accelerator: Accelerator) -> tuple[DataLoader, DataLoader | None]:
+    """Labeled source batches, and unlabeled target batches if the strategy trains on them."""
+    workers = int(cfg.hardware.get("dataloader_workers", 0))
+    with accelerator.main_process_first():
+        source = make_loader(data.source_train(), int(cfg.batch_size), collator, True, int(cfg.seed), workers)
+        if strategy.uses_target_data and not strategy.target_stream:
+            log.warning("strategy %s can adapt to unlabeled target text, but no target domain is selected: it trains "
+                        "on source batches alone", strategy.name)
+        if not strategy.target_stream:
+            return source, None
+        unlabeled = data.target_unlabeled(cfg.unlabeled_targets)
+        target = make_loader(unlabeled, int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
+    return source, target
+
+
+def write_model_files(folder: Path, model, tokenizer, label_names: list[str], context: StrategyContext) -> None:
+    """Write ``model/`` (what rebuilding the classifier needs, see xdt.models.save_model_files) atomically, or
+    write it again when a kill or a full disk left it incomplete: a resumed run must end with a usable one."""
+    problem = model_files_problem(folder) if folder.exists() else None
+    if folder.exists() and problem is None:
+        return
+    if problem is not None:
+        log.warning("%s; writing it again", problem)
+
+    def fill(tmp: Path) -> None:
+        save_model_files(model, tokenizer, label_names, tmp)
+        context.save(tmp / "strategy_context.json")
+
+    atomic_folder(folder, fill)
+
+
+def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The (source, target) splits scored at every evaluation.
+
+    With ``track_targets`` (the default) every split is, so any selection criterion can be applied to
+    the records afterwards; without it, only what early stopping and ``cfg.selection`` read.
+    """
+    if cfg.track_targets:
+        return ("validation", "test"), ("validation", "test")
+    return ("validation",), ("validation",) if cfg.selection in selection.NEEDS_TARGETS else ()
+
+
+def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dict[str, Batch]:
+    """Each target's few-shot examples as one batch on ``device``, keyed by target name, for strategies
+    that adapt to them before scoring (:attr:`Strategy.adapts_to_shots`)."""
+    return {name: {key: value.to(device) for key, value in collator(list(rows)).items()}
+            for name, rows in data.shot_sets().items()}
+
+
+@torch.no_grad()
+def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
+             shots: dict[str, Batch] | None = None) -> Scores:
+    """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
+    the label-free scores that unsupervised model selection reads (prediction entropy, IM).
+
+    ``shots`` (target name -> its labeled shots) makes each such target's sets be scored by
+    ``strategy.adapted(shots)``, adapted once per target; sources are always scored by ``strategy``.
+    """
+    was_training = strategy.training
+    strategy.eval()
+    adapted: dict[str, Strategy] = {}
+    results = {}
+    for name, loader in loaders.items():
+        role, domain = name.split("/")[:2]
+        scorer = strategy
+        if role == "target" and shots and domain in shots:
+            if domain not in adapted:
+                adapted[domain] = strategy.adapted(shots[domain])
+            scorer = adapted[domain]
+        probabilities, references = [], []
+        for batch in loader:
+            with accelerator.autocast():
+                logits = scorer.predict(batch)
+            probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
+            probabilities.append(probs.cpu())
+            references.append(labels.cpu())
+        probabilities = torch.cat(probabilities).numpy()
+        results[name] = {**classification_metrics(torch.cat(references).numpy(), probabilities),
+                         **selection.unsupervised_scores(probabilities)}
+    strategy.train(was_training)
+    return results
+
+
+def transfer_gaps(metrics: Scores, metric: str = "accuracy") -> dict[str, float]:
+    """Mean source test ``metric`` minus each target's test ``metric``, keyed by target domain."""
+    source = [m[metric] for name, m in metrics.items() if name.startswith("source/") and name.endswith("/test")]
+    if not source:
+        return {}
+    reference = float(np.mean(source))
+    return {name.split("/")[1]: reference - m[metric] for name, m in metrics.items()
+            if name.startswith("target/") and name.endswith("/test")}
+
+
+def recorded_scores(records: list[dict], step: int, names: list[str]) -> Scores | None:
+    """The scores of every set in ``names`` at ``step`` if training already computed them all: the same
+    weights on the same data give the same numbers, so the final evaluation need not repeat them."""
+    record = next((r for r in records if r["step"] == step), None)
+    if record is None or not set(names) <= set(record["eval"]):
+        return None
+    return {name: record["eval"][name] for name in names}
+
+
+def pretraining_time(init_from: Path) -> float | None:
+    """Wall seconds of the ``xdt pretrain`` run the weights came from (None for other model folders)."""
+    metrics = init_from / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8")).get("wall_time_s")
