@@ -396,3 +396,16 @@ def test_file_config_has_a_label_map_key():
     cfg = compose_config(["source_domain=file", "source_domain.file.path=x.csv",
                           "source_domain.file.label_map={positive: '1', negative: '0'}"])
     assert dict(cfg.source_domain.file.label_map) == {"positive": "1", "negative": "0"}
+
+
+def test_the_dataset_fingerprint_xdt_reads_follows_the_content():
+    """xdt's cache keys read ``datasets``' private ``_fingerprint`` (xdt.data.tokenize.fingerprint, the one place):
+    it must exist, and differ exactly when the content differs."""
+    from xdt.data.tokenize import fingerprint
+
+    a, same = Dataset.from_dict({"text": ["a", "b"]}), Dataset.from_dict({"text": ["a", "b"]})
+    other = Dataset.from_dict({"text": ["a", "c"]})
+    assert fingerprint(a, 1) == fingerprint(same, 1) != fingerprint(other, 1)
+    assert fingerprint(a, 1) != fingerprint(a, 2)
+    assert fingerprint(a.map(lambda b: b, batched=True, new_fingerprint="x")) == fingerprint(
+        Dataset.from_dict({"text": ["z"]}).map(lambda b: b, batched=True, new_fingerprint="x"))

@@ -405,6 +405,14 @@ def check_optimizer_settings(saved: dict, optimizer: torch.optim.Optimizer, fold
                        f"{', '.join(sorted(ours))}); the run's config.yaml was edited since: restore it or start a new run")
 
 
+def earlier_wall_time(init_from: Path) -> float | None:
+    """Wall seconds of the xdt run the weights came from (a pretraining or source stage; None for other folders)."""
+    metrics = init_from / "metrics.json"
+    if not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text(encoding="utf-8")).get("wall_time_s")
+
+
 def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
     """The selected checkpoint's final metrics (from the task), written with the run's totals as metrics.json,
     then ``done``."""
@@ -420,6 +428,9 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
               f"train_{training.task.unit}_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
               "parameters": {"trainable": trainable, "total": total}, **task_result}
+    if cfg.model.get("init_from"):  # the run started from another run's weights: say which, and what they cost
+        result["init_from"] = cfg.model.init_from
+        result["pretrain_wall_time_s"] = earlier_wall_time(Path(cfg.model.init_from))
     if accelerator.is_main_process:
         atomic_write_json(run_dir / "metrics.json", result)
         atomic_write_text(run_dir / DONE, f"finished at step {state.step}\n")

@@ -59,9 +59,11 @@ def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
     method = quantize.requested_method(cfg)
     run_dir = Path(cfg.run_dir).expanduser()
     run_cfg = saved_run.load_config(run_dir, "run_dir", trust_remote_code=bool(cfg.trust_remote_code))
-    if "strategy" not in run_cfg:
-        raise XdtError(f"run_dir={run_dir}: an xdt pretrain run; xdt eval scores classifiers of xdt train runs "
-                       f"(fine-tune from it with model.init_from={run_dir})")
+    task = str(OmegaConf.select(run_cfg, "task._target_", default=""))
+    if not task.endswith(".SequenceClassification"):
+        raise XdtError(f"run_dir={run_dir}: a {task.rsplit('.', 1)[-1] or 'other'} run; xdt eval re-scores "
+                       f"sequence-classification runs (its own metrics.json holds every score; a language model "
+                       f"is fine-tuned from with model.init_from={run_dir})")
     saved_run.check_tree(run_dir, run_dir / "model")
     problem = model_files_problem(run_dir / "model")
     if problem is not None:

@@ -34,6 +34,10 @@ def process_state(hw: DictConfig) -> PartialState:
     (a later CUDA request stays on the CPU) or refuses another precision. One process can hold several runs
     with other settings (a multirun's jobs, evaluation on the CPU after training on a GPU, tests), so a state
     made for other settings is forgotten first. Under a launcher the process group is kept.
+
+    Accelerate has no public way to forget its state outside its tests, so this function reads its private
+    ``_shared_state`` and calls ``_reset_state``, here and nowhere else;
+    ``tests/test_train.py::test_one_process_can_hold_runs_of_other_precisions`` fails if a release changes them.
     """
     check_hardware(hw)  # before touching any state: a refused setting leaves the process as it was
     partial, accelerator = PartialState._shared_state, AcceleratorState._shared_state

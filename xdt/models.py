@@ -55,8 +55,7 @@ class SequenceClassifier(nn.Module):
             hidden = self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
         if self.pooling == "cls":
             return hidden[:, 0]
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        return mean_pool(hidden, attention_mask)
 
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(features))
@@ -65,11 +64,86 @@ class SequenceClassifier(nn.Module):
         """Class logits, shape (batch, num_labels)."""
         return self.classify(self.features(input_ids, attention_mask))
 
+    # What strategies read (xdt.strategies.base): the task's loss, and features to align across domains.
     loss_name = "classification"
 
-    def loss(self, batch: dict) -> torch.Tensor:
-        """Cross-entropy of the labeled ``batch``: the task's loss, which ``erm`` trains on."""
-        return F.cross_entropy(self(batch["input_ids"], batch["attention_mask"]), batch["labels"])
+    def loss(self, batch: dict, embedding_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Cross-entropy of the labeled ``batch``: the task's loss, which ``erm`` trains on (FGM perturbs the
+        embeddings by ``embedding_offset``)."""
+        features = self.features(batch["input_ids"], batch["attention_mask"], embedding_offset)
+        return F.cross_entropy(self.classify(features), batch["labels"])
+
+    def features_and_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The pooled features of a labeled batch (what alignment strategies compare) and its loss."""
+        features = self.features(batch["input_ids"], batch["attention_mask"])
+        return features, F.cross_entropy(self.classify(features), batch["labels"])
+
+    def alignment_features(self, batch: dict) -> torch.Tensor:
+        return self.features(batch["input_ids"], batch["attention_mask"])
+
+
+class TokenClassifier(nn.Module):
+    """Encoder -> every token's state -> dropout -> linear head over the run's tags (named entity recognition).
+
+    ``tag_masks`` (domains x tags, bool) restricts each example to its domain's tags when one head serves
+    several label sets (joint training on domains with their own entity types): the other tags' logits are set
+    to a large negative value before the loss and before the prediction, so a domain is never taught, nor
+    scored on, another domain's types. Rows carry their domain's index in ``domain``.
+    """
+
+    loss_name = "classification"
+
+    def __init__(self, encoder: PreTrainedModel, num_tags: int, tag_masks: torch.Tensor | None = None,
+                 dropout: float | None = None):
+        super().__init__()
+        self.encoder = encoder
+        rate = dropout if dropout is not None else getattr(encoder.config, "hidden_dropout_prob", 0.1)
+        self.dropout = nn.Dropout(rate)
+        self.head = nn.Linear(encoder.config.hidden_size, num_tags)
+        masks = tag_masks if tag_masks is not None else torch.ones(1, num_tags, dtype=torch.bool)
+        self.register_buffer("tag_masks", masks, persistent=False)  # rebuilt from the run's labels, never loaded
+
+    def states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+               embedding_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Every token's last hidden state, shape (batch, length, hidden)."""
+        if embedding_offset is None:
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        embeddings = self.encoder.get_input_embeddings()(input_ids) + embedding_offset
+        return self.encoder(inputs_embeds=embeddings, attention_mask=attention_mask).last_hidden_state
+
+    def logits(self, states: torch.Tensor, domain: torch.Tensor | None) -> torch.Tensor:
+        """Tag logits per token, with each row's domain's tags only (see the class docstring)."""
+        logits = self.head(self.dropout(states))
+        if self.tag_masks.shape[0] > 1 and domain is not None:
+            allowed = self.tag_masks[domain].unsqueeze(1)  # (batch, 1, tags)
+            logits = logits.masked_fill(~allowed, torch.finfo(logits.dtype).min / 2)
+        return logits
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                domain: torch.Tensor | None = None) -> torch.Tensor:
+        return self.logits(self.states(input_ids, attention_mask), domain)
+
+    def _loss(self, states: torch.Tensor, batch: dict) -> torch.Tensor:
+        logits = self.logits(states, batch.get("domain"))
+        return F.cross_entropy(logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100)
+
+    def loss(self, batch: dict, embedding_offset: torch.Tensor | None = None) -> torch.Tensor:
+        """Token cross-entropy over the labeled sub-words (the first of each word)."""
+        return self._loss(self.states(batch["input_ids"], batch["attention_mask"], embedding_offset), batch)
+
+    def features_and_loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sentence features (the mean of the token states) and the token loss, from one pass of the encoder."""
+        states = self.states(batch["input_ids"], batch["attention_mask"])
+        return mean_pool(states, batch["attention_mask"]), self._loss(states, batch)
+
+    def alignment_features(self, batch: dict) -> torch.Tensor:
+        return mean_pool(self.states(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
+
+
+def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of the real tokens' states, shape (batch, hidden)."""
+    mask = attention_mask.unsqueeze(-1).to(states.dtype)
+    return (states * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
 
 PRETRAINED = "pretrained"  # the folder of a pretraining run that holds its final model, in Hugging Face format
@@ -287,7 +361,7 @@ class MaskedLMHead(nn.Module):
         self.head = getattr(mlm, name) if name else None
         self.mlm = None
         if name is None:
-            del mlm._modules[mlm.base_model_prefix]  # "distilbert", ...: use the shared encoder instead
+            delattr(mlm, mlm.base_model_prefix)  # "distilbert", ...: unregistered, the shared encoder replaces it
             object.__setattr__(mlm, mlm.base_model_prefix, encoder)
             self.mlm = mlm
 

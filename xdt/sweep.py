@@ -52,8 +52,10 @@ def _same_config(cfg: DictConfig, config_file: Path) -> bool:
     wanted = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_NAMES:
         saved.pop(key, None), wanted.pop(key, None)
-    if wanted.get("pretrain") and not wanted["model"].get("init_from"):
-        saved["model"]["init_from"] = None  # the pipeline set it to the job's own pretraining stage
+    started_from = (saved.get("model") or {}).get("init_from")
+    if not wanted["model"].get("init_from") and started_from and Path(started_from).is_relative_to(
+            config_file.parent.resolve()):
+        saved["model"]["init_from"] = None  # set by a stage of the job itself (xdt.train.stages)
     return _same_value(saved, wanted)
 
 

@@ -1,4 +1,5 @@
-"""``xdt train`` and ``xdt pretrain``: one engine run, or two when the config has a ``pretrain:`` stage.
+"""``xdt train`` and ``xdt pretrain``: one engine run, or several when the config has stages (a ``pretrain:``
+section; ``task.train_on=source_then_target`` for token classification).
 
 Domain- and task-adaptive pretraining (DAPT, TAPT; Gururangan et al., "Don't Stop Pretraining", ACL 2020)
 continue a language model's pretraining on the text of the domain it must work on, then fine-tune as
@@ -32,10 +33,38 @@ SHARED_KEYS = ("seed", "batch_size", "eval_batch_size", "max_length", "max_examp
                "cache_dir", "optimizer", "hardware", "accumulate_grad_batches")
 
 
+SOURCE_DIR = "source"
+
+
 def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Run ``cfg`` in ``run_dir`` (or continue ``cfg.resume``), after its pretraining stage if it has one;
-    return the final metrics."""
-    return engine.train(cfg, run_dir, before_config=pretraining_stage)
+    """Run ``cfg`` in ``run_dir`` (or continue ``cfg.resume``), after its stages if it has any; return the
+    final metrics."""
+    return engine.train(cfg, run_dir, before_config=stages)
+
+
+def stages(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """The runs a new run starts from, in order, each in its own folder inside the run: a language-model stage
+    (``pretrain:``), then a source stage (``task.train_on=source_then_target``); the returned config starts from
+    the last stage's weights (``model.init_from``)."""
+    return source_stage(pretraining_stage(cfg, run_dir), run_dir)
+
+
+def source_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
+    """Pre-train then fine-tune (CrossNER's main baseline): with ``task.train_on=source_then_target`` the run
+    first trains on the source domains in ``<run>/source`` (its settings changed by ``task.source_stage``) and
+    exports that encoder; the run itself then fine-tunes it on the targets' train splits with a new head."""
+    if OmegaConf.select(cfg, "task.train_on") != "source_then_target":
+        return cfg
+    stage = Path(run_dir) / SOURCE_DIR
+    first = OmegaConf.merge(cfg, {"task": {"train_on": "source", "export_encoder": True, "source_stage": {}},
+                                  "pretrain": None}, cfg.task.get("source_stage") or {})
+    if (stage / "config.yaml").is_file():  # cut off earlier (a re-launched sweep job): continue it
+        first.resume = str(stage)
+    log.info("training on the source in %s, then fine-tuning on the target in %s", stage, run_dir)
+    engine.train(first, stage)
+    cfg = cfg.copy()
+    cfg.model.init_from = str(stage.resolve())
+    return cfg
 
 
 def pretraining_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:

@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader
 
 from xdt.runtime import ignore_stop_signals
 
+IGNORED = -100  # the label of positions no loss or score reads (PyTorch's cross-entropy ignore_index)
+
 
 class LengthGroupedBatches:
     """Batch sampler: shuffled batches whose examples have similar lengths, so padding is small.
@@ -85,6 +87,11 @@ class Collator:
         for column, name in (("label", "labels"), ("domain", "domain")):
             if column in rows[0]:
                 batch[name] = torch.tensor([row[column] for row in rows], dtype=torch.long)
+        if "labels" in rows[0]:  # one label per token (token classification): padding is ignored (-100)
+            labels = torch.full((len(rows), longest), IGNORED, dtype=torch.long)
+            for i, row in enumerate(rows):
+                labels[i, :len(row["labels"])] = torch.as_tensor(row["labels"])
+            batch["labels"] = labels
         return batch
 
 
@@ -96,7 +103,7 @@ def make_loader(data: Dataset, batch_size: int, collator: Collator, shuffle: boo
     global RNG, and a resumed run (which creates iterators at other moments) would see different
     dropout masks than an uninterrupted one.
     """
-    columns = [c for c in ("input_ids", "label", "domain") if c in data.column_names]
+    columns = [c for c in ("input_ids", "label", "labels", "domain") if c in data.column_names]
     sampler = LengthGroupedBatches(data["length"], batch_size, seed=seed, shuffle=shuffle)
     return DataLoader(data.select_columns(columns), batch_sampler=sampler, collate_fn=collator,
                       num_workers=num_workers, generator=torch.Generator().manual_seed(seed),

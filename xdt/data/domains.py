@@ -24,7 +24,7 @@ import numpy as np
 from datasets import Dataset
 from omegaconf import DictConfig, OmegaConf
 
-from xdt.data import readers, synthetic
+from xdt.data import conll, readers, synthetic
 from xdt.data.shots import domain_entries
 from xdt.errors import XdtError
 
@@ -44,8 +44,12 @@ class RawDomain:
     validation: Dataset
     test: Dataset
     unlabeled: Dataset
+    label_map: dict | None = None  # CoNLL domains: entity type -> another domain's type, for zero-shot scoring
 
     def labels(self) -> set[str]:
+        """The labels of a classification domain, or the entity types of a CoNLL domain."""
+        if "tags" in self.train.column_names:
+            return {tag[2:] for split in SPLITS for tags in getattr(self, split)["tags"] for tag in tags if tag != "O"}
         return {label for split in SPLITS for label in getattr(self, split).unique("label")}
 
     def capped(self, limit: int) -> "RawDomain":
@@ -53,7 +57,8 @@ class RawDomain:
         def cap(data: Dataset) -> Dataset:
             return data.shuffle(seed=0).select(range(limit)) if len(data) > limit else data
 
-        return RawDomain(self.name, self.key, *(cap(getattr(self, s)) for s in (*SPLITS, "unlabeled")))
+        return RawDomain(self.name, self.key, *(cap(getattr(self, s)) for s in (*SPLITS, "unlabeled")),
+                         label_map=self.label_map)
 
 
 @dataclass(frozen=True)
@@ -366,7 +371,50 @@ class SyntheticDomain:
         return RawDomain(name, key, **splits, unlabeled=text_split(unlabeled, Origin(key, key)))
 
 
-KINDS = {"file": FileDomain, "split_files": SplitFilesDomain, "hub": HubDomain, "synthetic": SyntheticDomain}
+@dataclass
+class ConllDomain:
+    """Named-entity data in CoNLL files (:mod:`xdt.data.conll`): a train, a validation and a test file, relative
+    to ``data_dir``. Rows have ``tokens`` and ``tags`` (and ``text``, the tokens joined, for language models);
+    the unlabeled text is the sentences of all three files without their tags, or an ``unlabeled`` text file
+    (one sentence per line). ``label_map`` maps this domain's entity types onto another domain's
+    (``politician: person``); the token-classification task applies it where a run scores this domain on a
+    label space other than its own (zero-shot transfer), and ignores it otherwise."""
+
+    train: str
+    validation: str
+    test: str
+    unlabeled: str | None = None
+    data_dir: str | None = None
+    token_column: int = 0
+    tag_column: int = -1
+    encoding: str = "utf-8"
+    label_map: dict | None = None
+
+    def _path(self, file: str, key: str) -> Path:
+        path = Path(file).expanduser()
+        folder = Path(self.data_dir).expanduser() if self.data_dir else None
+        path = path if path.is_absolute() or folder is None else folder / path
+        readers.check_file(path, key, folder)
+        return path
+
+    def _split(self, file: str, key: str) -> Dataset:
+        sentences = conll.read_conll(self._path(file, key), self.encoding, key, int(self.token_column),
+                                     int(self.tag_column))
+        return Dataset.from_dict({"tokens": sentences.tokens, "tags": sentences.tags,
+                                  "text": [" ".join(tokens) for tokens in sentences.tokens]})
+
+    def load(self, name: str, key: str) -> RawDomain:
+        splits = {split: self._split(getattr(self, split), key) for split in SPLITS}
+        if self.unlabeled:
+            path = self._path(self.unlabeled, key)
+            unlabeled = text_split(readers.read_lines(path, self.encoding, key), Origin(str(path), key))
+        else:
+            unlabeled = Dataset.from_dict({"text": [t for split in SPLITS for t in splits[split]["text"]]})
+        return RawDomain(name, key, **splits, unlabeled=unlabeled, label_map=self.label_map)
+
+
+KINDS = {"file": FileDomain, "split_files": SplitFilesDomain, "hub": HubDomain, "synthetic": SyntheticDomain,
+         "conll": ConllDomain}
 
 
 def load_domain(name: str, node: DictConfig, key: str, max_examples: int | None = None) -> RawDomain:

@@ -58,10 +58,10 @@ def _codec(encoding: str) -> str:
     try:
         return "utf-8-sig" if codecs.lookup(encoding).name == "utf-8" else encoding
     except LookupError:
-        return encoding  # _read_text reports it with the key
+        return encoding  # read_text reports it with the key
 
 
-def _read_text(path: Path, encoding: str, key: str) -> str:
+def read_text(path: Path, encoding: str, key: str) -> str:
     """The file decoded; errors name the file and the ``encoding`` key."""
     check_file(path, key)
     try:
@@ -78,7 +78,7 @@ def _read_text(path: Path, encoding: str, key: str) -> str:
         raise XdtError(f"cannot read data file {path}: {error.strerror}") from None
 
 
-def _lines(text: str) -> list[str]:
+def lines(text: str) -> list[str]:
     """Lines split at newlines only: ``str.splitlines`` would also split at characters such as U+0085,
     which a Latin-1 file holds wherever its author typed a Windows-1252 ellipsis."""
     lines = [line[:-1] if line.endswith("\r") else line for line in text.split("\n")]
@@ -113,7 +113,7 @@ def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
             return pq.read_table(path).to_pylist()
         except Exception as error:  # pyarrow raises several unrelated types for a bad file
             raise XdtError(f"{path}: not a readable parquet file ({error})") from None
-    text = _read_text(path, encoding, key)
+    text = read_text(path, encoding, key)
     if fmt in ("csv", "tsv"):  # parsed from the whole text: quoted fields may span lines
         return list(csv.DictReader(io.StringIO(text), delimiter="," if fmt == "csv" else "\t"))
     if fmt == "json" and text.lstrip().startswith("["):
@@ -122,7 +122,7 @@ def read_rows(path: Path, fmt: str, encoding: str, key: str) -> list[dict]:
         except json.JSONDecodeError as error:
             raise XdtError(f"{path}: not valid JSON ({error})") from None
     rows = []
-    for number, line in enumerate(_lines(text), start=1):
+    for number, line in enumerate(lines(text), start=1):
         if line.strip():
             try:
                 rows.append(json.loads(line))
@@ -140,7 +140,7 @@ def read_table(path: Path, fmt: str, encoding: str, text_field: str, label_field
 def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
     """FDU-MTL lines: ``label<TAB>text``."""
     texts, labels = [], []
-    for number, line in enumerate(_lines(_read_text(path, encoding, key)), start=1):
+    for number, line in enumerate(lines(read_text(path, encoding, key)), start=1):
         if not line.strip():
             continue
         label, tab, text = line.partition("\t")
@@ -153,7 +153,7 @@ def read_label_tab_text(path: Path, encoding: str, key: str) -> Labeled:
 
 def read_lines(path: Path, encoding: str, key: str) -> list[str]:
     """One unlabeled text per non-empty line."""
-    return [line for line in _lines(_read_text(path, encoding, key)) if line.strip()]
+    return [line for line in lines(read_text(path, encoding, key)) if line.strip()]
 
 
 def read_labeled(path: Path, fmt: str, encoding: str, text_field: str, label_field: str, key: str) -> Labeled:

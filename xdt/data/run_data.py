@@ -14,13 +14,12 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, concatenate_datasets
-from datasets.fingerprint import Hasher
 from omegaconf import DictConfig
 from transformers import PreTrainedTokenizerBase
 
 from xdt.data.domains import SPLITS, RawDomain, label_space, load_group
 from xdt.data.shots import check_shots, draw_all
-from xdt.data.tokenize import tokenize
+from xdt.data.tokenize import fingerprint, tokenize
 from xdt.errors import XdtError
 
 
@@ -28,7 +27,7 @@ def encode_labels(data: Dataset, label_names: list[str]) -> Dataset:
     """Replace raw string labels by their index in ``label_names``."""
     ids = {name: i for i, name in enumerate(label_names)}
     return data.map(lambda batch: {"label": [ids[y] for y in batch["label"]]}, batched=True,
-                    new_fingerprint=Hasher.hash([data._fingerprint, label_names]))
+                    new_fingerprint=fingerprint(data, label_names))
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Classification metrics through the ``evaluate`` library, from modules shipped in this package."""
+"""Classification and entity metrics through the ``evaluate`` library, from modules shipped in this package."""
 
 from __future__ import annotations
 
@@ -36,3 +36,12 @@ def classification_metrics(references: np.ndarray, probabilities: np.ndarray) ->
         result["roc_auc"] = load_module("roc_auc").compute(prediction_scores=probabilities[:, 1],
                                                            references=references)["roc_auc"]
     return result
+
+
+# The entity metrics of token classification (per set; ``per_type`` holds the same per entity type).
+ENTITY_METRIC_NAMES = ("f1", "precision", "recall", "token_accuracy")
+
+
+def entity_metrics(references: list[list[str]], predictions: list[list[str]]) -> dict:
+    """Entity-level micro precision, recall and F1 (exact span and type), token accuracy, and the same per type."""
+    return load_module("seqeval").compute(predictions=predictions, references=references)

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedTokenizerBase
 
@@ -114,9 +113,9 @@ class Strategy(nn.Module):
         return self.model(batch["input_ids"], batch["attention_mask"])
 
     def source_features(self, source: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Pooled features of a source batch and the cross-entropy of the classifier on them."""
-        features = self.model.features(source["input_ids"], source["attention_mask"])
-        return features, F.cross_entropy(self.model.classify(features), source["labels"])
+        """Features of a source batch (pooled per text: what alignment strategies compare across domains) and
+        the task's loss on it, from one forward pass (the task's model computes both)."""
+        return self.model.features_and_loss(source)
 
     def target_features(self, target: Batch | None) -> torch.Tensor | None:
-        return None if target is None else self.model.features(target["input_ids"], target["attention_mask"])
+        return None if target is None else self.model.alignment_features(target)

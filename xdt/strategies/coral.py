@@ -15,6 +15,9 @@ from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
 class CORAL(Strategy):
+    # Token classification too: the domains are compared on sentence features (the mean of the token states),
+    # not token by token (see xdt/tasks/token_classification.py for why).
+    tasks = ("sequence_classification", "token_classification")
     name = "coral"
     uses_target_data = True
 

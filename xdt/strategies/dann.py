@@ -45,6 +45,9 @@ ADVERSARIES = ("reversal", "confusion")
 
 
 class DANN(Strategy):
+    # Token classification too: the domains are compared on sentence features (the mean of the token states),
+    # not token by token (see xdt/tasks/token_classification.py for why).
+    tasks = ("sequence_classification", "token_classification")
     name = "dann"
     uses_target_data = True
 

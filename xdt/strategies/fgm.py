@@ -23,13 +23,14 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 
 from xdt.strategies._meta import loss_with_gradient, trainable_weights
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
 class FGM(Strategy):
+    tasks = ("sequence_classification", "token_classification")
+
     def __init__(self, model, base: Callable[..., Strategy], context: StrategyContext = StrategyContext(),
                  epsilon: float = 0.05, weight: float = 1.0):
         """``base``: the wrapped strategy's constructor (its config is a partial, built around the same model)."""
@@ -69,8 +70,7 @@ class FGM(Strategy):
         gradient, *weight_grads = torch.autograd.grad(classification, [captured[0], *weights.values()],
                                                       retain_graph=others is not None, allow_unused=True)
         offset = self.perturbation(captured[0].detach(), gradient, source["attention_mask"])
-        features = self.model.features(source["input_ids"], source["attention_mask"], embedding_offset=offset)
-        adversarial = F.cross_entropy(self.model.classify(features), source["labels"])
+        adversarial = self.model.loss(source, embedding_offset=offset)  # the task's loss on the perturbed batch
         clean_gradient = {name: torch.zeros_like(p) if g is None else g
                           for (name, p), g in zip(weights.items(), weight_grads)}
         clean = loss_with_gradient(self, clean_gradient, classification)  # value: the loss; gradient: its gradient

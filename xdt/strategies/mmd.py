@@ -17,6 +17,9 @@ from xdt.strategies.base import Batch, Strategy, StrategyContext
 
 
 class MMD(Strategy):
+    # Token classification too: the domains are compared on sentence features (the mean of the token states),
+    # not token by token (see xdt/tasks/token_classification.py for why).
+    tasks = ("sequence_classification", "token_classification")
     name = "mmd"
     uses_target_data = True
 

@@ -10,7 +10,6 @@ out of it (:mod:`xdt.data.shots`). The reported checkpoint is the one ``selectio
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -110,9 +109,6 @@ class SequenceClassification(Task):
             loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), self.collator, accelerator)
             metrics = evaluate(strategy, loaders, accelerator, self.shots)
         result = {"label_names": data.label_names, "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
-        if cfg.model.get("init_from"):
-            result["init_from"] = cfg.model.init_from
-            result["pretrain_wall_time_s"] = pretraining_time(Path(cfg.model.init_from))
         if cfg.selection == "target_oracle":
             result["warning"] = ORACLE_WARNING
             log.warning(ORACLE_WARNING)
@@ -236,11 +232,3 @@ def recorded_scores(records: list[dict], step: int, names: list[str]) -> Scores 
     if record is None or not set(names) <= set(record["eval"]):
         return None
     return {name: record["eval"][name] for name in names}
-
-
-def pretraining_time(init_from: Path) -> float | None:
-    """Wall seconds of the ``xdt pretrain`` run the weights came from (None for other model folders)."""
-    metrics = init_from / "metrics.json"
-    if not metrics.is_file():
-        return None
-    return json.loads(metrics.read_text(encoding="utf-8")).get("wall_time_s")
