@@ -238,3 +238,13 @@ def test_minilm_learns_conll_entities_and_transfers_some_to_politics(tmp_path, c
     metrics = read_json(tmp_path / "run" / "metrics.json")["metrics"]
     assert metrics["source/crossner_conll2003/test"]["f1"] > 0.5
     assert 0.1 < metrics["target/crossner_politics/test"]["f1"] < metrics["source/crossner_conll2003/test"]["f1"]
+
+
+def test_untracked_sets_are_scored_once_at_the_end_on_the_chosen_weights(ner, tmp_path):
+    tracked = train(ner(), tmp_path / "tracked")
+    untracked = train(ner("track_targets=false"), tmp_path / "untracked")
+    records = [json.loads(line) for line in (tmp_path / "untracked" / "metrics.jsonl").read_text().splitlines()]
+    assert all(set(r["eval"]) == {"source/crossner_conll2003/validation"} for r in records)
+    assert untracked["selected_step"] == tracked["selected_step"]
+    for name, scores in tracked["metrics"].items():
+        assert untracked["metrics"][name]["f1"] == pytest.approx(scores["f1"], abs=1e-9), name

@@ -56,7 +56,7 @@ from xdt import checkpoint
 from xdt.atomic import atomic_folder
 from xdt.config import instantiate
 from xdt.console import console
-from xdt.data.batching import IGNORED, Collator, make_loader
+from xdt.data.batching import IGNORED, Collator, eval_loaders, make_loader
 from xdt.data.conll import entity_type
 from xdt.data.domains import SPLITS, RawDomain, load_group
 from xdt.data.tokenize import fingerprint, tokenize, tokenize_words
@@ -153,6 +153,8 @@ class TokenClassification(Task):
         self.space: LabelSpace | None = None
         self.selection_sets: list[str] = []
         self.scoring: dict = {}
+        self.sets: dict[str, Dataset] = {}  # every set scored at the end: role/domain/validation|test
+        self.collator: Collator | None = None
         self.tokenizer = None
 
     @property
@@ -206,15 +208,19 @@ class TokenClassification(Task):
 
         with accelerator.main_process_first():
             train_rows = concatenate_datasets([rows(d, "train") for d in trained])
-            evaluation = {f"{role}/{d.name}/{split}": rows(d, split)
-                          for role, group in (("source", sources), ("target", targets)) for d in group
-                          for split in SPLITS[1:]}
+            self.sets = {f"{role}/{d.name}/{split}": rows(d, split)
+                         for role, group in (("source", sources), ("target", targets)) for d in group
+                         for split in SPLITS[1:]}
         on_target = self.trains_on in ("target", "both")
         self.selection_sets = [f"{'target' if on_target else 'source'}/{d.name}/validation"
                                for d in (targets if on_target else sources)]
+        # track_targets=false scores only the selecting sets during training, the others once at the end
+        evaluation = self.sets if cfg.track_targets else {name: self.sets[name] for name in self.selection_sets}
+        self.collator = Collator(tokenizer.pad_token_id,
+                                 pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
         max_steps = training_steps(cfg, len(train_rows))
         strategy = self._build_strategy(cfg, tokenizer, [d.key for d in trained], len(targets), max_steps)
-        collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        collator = self.collator
         workers = int(cfg.hardware.get("dataloader_workers", 0))
         source = make_loader(train_rows, int(cfg.batch_size), collator, True, int(cfg.seed), workers)
         target = None
@@ -262,9 +268,14 @@ class TokenClassification(Task):
 
     def finish(self, strategy: Strategy, chosen_step: int, records: list[dict], run_dir: Path,
                accelerator: Accelerator) -> dict:
-        record = next(r for r in records if r["step"] == chosen_step)  # every set is scored at every evaluation
-        if self.export_encoder:  # the next stage's encoder, in Hugging Face format (model.init_from=<run>)
+        record = next(r for r in records if r["step"] == chosen_step)
+        metrics = {name: record["eval"][name] for name in self.sets if name in record["eval"]}
+        if len(metrics) < len(self.sets) or self.export_encoder:
             checkpoint.load_weights(strategy, checkpoint.step_dir(run_dir, chosen_step))
+        if len(metrics) < len(self.sets):  # sets not scored during training: scored now, on the chosen weights
+            loaders = eval_loaders(self.sets, int(self.cfg.eval_batch_size), self.collator, accelerator)
+            metrics = self.evaluate(strategy, loaders, accelerator)
+        if self.export_encoder:  # the next stage's encoder, in Hugging Face format (model.init_from=<run>)
             if accelerator.is_main_process:
                 def fill(folder: Path) -> None:
                     encoder = strategy.model.encoder
@@ -272,7 +283,7 @@ class TokenClassification(Task):
                     self.tokenizer.save_pretrained(folder)
 
                 atomic_folder(run_dir / PRETRAINED, fill)
-        return {"tags": self.space.tags, "scoring": self.scoring, "metrics": record["eval"]}
+        return {"tags": self.space.tags, "scoring": self.scoring, "metrics": metrics}
 
     def print_summary(self, result: dict, run_dir: Path) -> None:
         table = Table(title=f"xdt train {run_dir}", title_justify="left")
