@@ -248,3 +248,12 @@ def test_untracked_sets_are_scored_once_at_the_end_on_the_chosen_weights(ner, tm
     assert untracked["selected_step"] == tracked["selected_step"]
     for name, scores in tracked["metrics"].items():
         assert untracked["metrics"][name]["f1"] == pytest.approx(scores["f1"], abs=1e-9), name
+
+
+@pytest.mark.parametrize("overrides", [["strategy=fgm"], ["strategy=coral"], ["strategy=mmd"], ["l2sp.alpha=0.1"],
+                                       ["average_from=0.5"], ["model.peft=lora"], ["model.peft=ia3"],
+                                       ["model.peft=adalora"]],
+                         ids=lambda overrides: overrides[0])
+def test_strategies_hooks_and_peft_compose_with_token_classification(ner, tmp_path, overrides):
+    result = train(ner(*overrides, "max_steps=4", "eval_interval=2"), tmp_path / "run")
+    assert result["steps"] == 4 and 0.0 <= result["metrics"]["target/crossner_politics/test"]["f1"] <= 1.0

@@ -1,4 +1,5 @@
-"""The figures of ``xdt report``: learning curves per domain pair and transfer matrices per strategy."""
+"""The figures of ``xdt report``: learning curves per domain pair and transfer matrices per strategy, of the
+report's metric (entity F1 for token classification, whose figure names carry ``ner_``: see TaskView)."""
 
 from __future__ import annotations
 
@@ -45,17 +46,18 @@ def plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
-def learning_curves_name(pair: str) -> str:
-    return f"learning_curves_{slug(pair)}.png"
+def learning_curves_name(pair: str, tag: str = "") -> str:
+    return f"learning_curves_{tag}{slug(pair)}.png"
 
 
-def transfer_matrix_name(row: str) -> str:
-    return f"transfer_matrix_{slug(row)}.png"
+def transfer_matrix_name(row: str, tag: str = "") -> str:
+    return f"transfer_matrix_{tag}{slug(row)}.png"
 
 
 def figure_names(report: Report) -> list[str]:
     """Every file name the figures of ``report`` may take (checked for links before anything is written)."""
-    return [*map(learning_curves_name, report.pairs), *map(transfer_matrix_name, report.rows)]
+    tag = report.view.figure_tag
+    return [*(learning_curves_name(p, tag) for p in report.pairs), *(transfer_matrix_name(r, tag) for r in report.rows)]
 
 
 def _curve(runs: list, key: str, metric: str) -> tuple[list[int], list[float]]:
@@ -107,7 +109,7 @@ def learning_curves(report: Report, out: Path) -> list[Path]:
                 axis.text(0.5, 0.5, "not scored during training\n(runs made with track_targets=false)",
                           ha="center", va="center", transform=axis.transAxes)
         figure.suptitle(plain(f"{pair}: mean over seeds at every evaluation"))
-        written.append(_save(plt, figure, out / learning_curves_name(pair)))
+        written.append(_save(plt, figure, out / learning_curves_name(pair, report.view.figure_tag)))
     return written
 
 
@@ -147,5 +149,5 @@ def transfer_matrices(report: Report, out: Path) -> list[Path]:
                               color="white" if means[(source, column)] < statistics.mean(means.values()) else "black")
         figure.colorbar(image, ax=axis, label=report.metric)
         axis.set_title(plain(f"{row}: transfer matrix (diagonal: in-domain)"))
-        written.append(_save(plt, figure, out / transfer_matrix_name(row)))
+        written.append(_save(plt, figure, out / transfer_matrix_name(row, report.view.figure_tag)))
     return written

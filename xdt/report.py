@@ -6,6 +6,24 @@ cells are the target test metric's mean ± standard deviation over seeds. Every 
 evaluation that one model-selection criterion picks (``xdt.selection``), named in the caption. Only
 finished runs are averaged; failed, unfinished and damaged ones are listed on their own.
 
+**The metric and the selection follow the task** (``TASKS``). Sequence-classification runs: accuracy (or
+``--metric`` f1_macro, precision_macro, recall_macro, roc_auc) at the checkpoint of best source validation
+accuracy. Token-classification (NER) runs: entity-level F1 (or ``--metric`` precision, recall, token_accuracy) at
+the checkpoint each run selected itself (``--selection own``): best F1 on the validation split of the domains its
+protocol trains on, source_val for ``task.train_on=source`` and target_val for the protocols that train on target
+labels (target, both, source_then_target), for which the target validation split is their own, not an oracle.
+``--selection target_oracle`` (or ``target_val``) is reported as target_val for those runs and flagged as an
+oracle for the others; ``entropy`` and ``im`` read class distributions that NER runs do not record, and are
+refused for them, as is a metric the task does not score. The protocol is a different experiment: where
+``task.train_on`` varies among a table's runs, every row's label says it (``erm task.train_on=both``), and a row's
+ERM reference has the same protocol.
+
+**A folder that mixes tasks gets one table per task**, each with its task's metric and selection, under a
+heading per task in report.md and one after the other on the terminal; report.csv has a ``task`` column. A
+``--metric`` or ``--selection`` must fit every task in the folder (otherwise one message says which runs it does
+not fit: report them from a folder of their own). Token-classification figures carry ``ner_`` in their names,
+so no two tables' figures share a name. A run whose config could not be read is listed with the first table.
+
 A column is a domain's name, or ``name[what differs]`` where runs below the folder use one domain name for
 different data (``source_domain=file`` on a.jsonl and on b.jsonl), so different data is never averaged together.
 
@@ -36,10 +54,39 @@ from xdt import plots, selection
 from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
-from xdt.metrics import METRIC_NAMES
-from xdt.runs import CONFIG, ROLES, Run, find_runs
+from xdt.metrics import ENTITY_METRIC_NAMES, METRIC_NAMES
+from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs
 
 ARROW = "→"
+OWN = "own"  # --selection own: the checkpoint each run selected itself (its metrics.json)
+REPORT_CRITERIA = (OWN, *selection.CRITERIA, *selection.RECORDED)
+# Settings that make two runs different experiments whatever their strategies: where one varies among a table's
+# runs, every row's label shows it, and a row is compared only with an ERM row that has the same value.
+PROTOCOL_KEYS = ("task.train_on",)
+
+
+@dataclass(frozen=True)
+class TaskView:
+    """How the runs of one task are reported: the metrics its evaluations hold (the first is the default), the
+    criteria that can choose among its evaluations (the first is the default), what its metric counts, and a
+    tag in its figures' names (so a folder of two tasks never writes two figures to one name)."""
+
+    title: str
+    metrics: tuple[str, ...]
+    criteria: tuple[str, ...]
+    note: str = ""
+    figure_tag: str = ""
+
+
+TASKS = {
+    "sequence_classification": TaskView("Sequence classification", METRIC_NAMES,
+                                        ("source_val", *(c for c in REPORT_CRITERIA if c != "source_val"))),
+    # The run's own selection by default: it depends on the protocol (source or target validation split), so one
+    # criterion applied to every run would either ignore a legitimate target dev split or make zero-shot an oracle.
+    "token_classification": TaskView("Token classification (NER)", ENTITY_METRIC_NAMES,
+                                     (OWN, "source_val", "target_val", "target_oracle", "last"),
+                                     note=" (entity level: exact span and type)", figure_tag="ner_"),
+}
 
 
 @dataclass
@@ -52,6 +99,7 @@ class Cell:
     wall: list[float] = field(default_factory=list)
     step_seconds: list[float] = field(default_factory=list)
     selected_steps: list[int] = field(default_factory=list)
+    chosen_by: list[tuple[str, str]] = field(default_factory=list)  # per run: (criterion as applied, its metric)
 
     @property
     def mean(self) -> float:
@@ -75,6 +123,11 @@ class Report:
     domain_labels: dict[tuple[Path, str, str], str] = field(default_factory=dict)  # (run, role, name) -> column
     pair_domains: dict[str, tuple[list[str], str]] = field(default_factory=dict)  # pair -> (source labels, target)
     members: dict[tuple[str, str], list[tuple[Run, str]]] = field(default_factory=dict)  # (row, pair) -> runs, target
+    task: str = DEFAULT_TASK
+
+    @property
+    def view(self) -> TaskView:
+        return TASKS[self.task]
 
     def label(self, run: Run, role: str, name: str) -> str:
         """The column name of one of a run's domains (see :func:`domain_labels`)."""
@@ -128,28 +181,84 @@ class Report:
         ours, theirs = by_seed(mine), by_seed(reference)
         return [ours[seed] - theirs[seed] for seed in sorted(ours.keys() & theirs.keys())]
 
+    def selections(self) -> dict[tuple[str, str], list[str]]:
+        """Each (criterion as applied, metric) that chose checkpoints in the table, and the rows it chose in."""
+        chosen: dict[tuple[str, str], list[str]] = {}
+        for row in self.rows:
+            for pair in self.pairs:
+                for how in self.cells[(row, pair)].chosen_by if (row, pair) in self.cells else []:
+                    rows = chosen.setdefault(how, [])
+                    rows += [] if row in rows else [row]
+        return chosen
+
+    def chosen_by(self) -> str:
+        """What chose the checkpoints: one criterion, or (when runs chose differently) each with its rows."""
+        chosen = self.selections()
+        if not chosen and self.criterion == OWN:
+            return "each run's own selection (its metrics.json)"
+        if not chosen:
+            return selection.describe(self.criterion, self.metric)
+        if len(chosen) == 1:
+            text = selection.describe(*next(iter(chosen)))
+        else:
+            text = "; ".join(f"{selection.describe(*how)} (rows {', '.join(rows)})" for how, rows in chosen.items())
+        return f"each run's own selection (its metrics.json): {text}" if self.criterion == OWN else text
+
     def caption(self) -> str:
-        text = (f"Target test {self.metric} of the checkpoint chosen by {selection.describe(self.criterion, self.metric)}; "
+        text = (f"Target test {self.metric}{self.view.note} of the checkpoint chosen by {self.chosen_by()}; "
                 f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
                 f"gain = average minus the average of the ERM row it is compared with (the row marked reference: same "
                 f"model, and the row's own value of any setting that ERM's rows differ in).")
-        if self.criterion == "target_oracle":
+        if any(criterion == "target_oracle" for criterion, _ in self.selections()) or \
+                (not self.selections() and self.criterion == "target_oracle"):
             text += (" ORACLE SELECTION: target labels chose these checkpoints, so the numbers are optimistic upper "
                      "bounds, not estimates of transfer.")
         return text
 
 
-def selected_scores(run: Run, criterion: str, metric: str) -> tuple[dict[str, dict], int]:
-    """Scores of every evaluation set at the evaluation ``criterion`` picks, and its step.
+@dataclass
+class Selected:
+    """A run's scores of every evaluation set at the evaluation a criterion picked, and how it was picked."""
 
-    A finished run that used ``criterion`` itself reports its final metrics.json; otherwise the
-    criterion is applied to its metrics.jsonl records.
+    scores: dict[str, dict]
+    step: int
+    criterion: str  # as applied to this run (see applied_criterion)
+    metric: str  # the metric that chose
+
+
+def applied_criterion(run: Run, criterion: str) -> str:
+    """``criterion`` as it applies to ``run``: the best target validation score is the run's own validation
+    (target_val) where its protocol trains on target labels, and an oracle (target_oracle) where it does not."""
+    if criterion in ("target_oracle", "target_val"):
+        return "target_val" if run.trains_on_target_labels else "target_oracle"
+    return criterion
+
+
+def own_selection(run: Run, metric: str) -> Selected:
+    """The checkpoint a finished run selected itself, as its metrics.json records it."""
+    own = run.result.get("selection", {})
+    criterion, chosen_on = own.get("criterion"), own.get("metric")
+    if not isinstance(criterion, str) or criterion not in (*selection.CRITERIA, *selection.RECORDED):
+        raise XdtError(f"metrics.json records no selection criterion xdt knows (got {criterion!r:.40}): report it "
+                       f"with --selection source_val or last")
+    return Selected(run.result["metrics"], run.result["selected_step"], criterion,
+                    chosen_on if isinstance(chosen_on, str) else metric)
+
+
+def selected_scores(run: Run, criterion: str, metric: str) -> Selected:
+    """Scores of every evaluation set at the evaluation ``criterion`` picks, its step and how it was picked.
+
+    ``own`` reads what the run selected itself; a finished run that used the criterion itself (on ``metric``)
+    reports its final metrics.json; otherwise the criterion is applied to its metrics.jsonl records.
     """
+    if criterion == OWN:
+        return own_selection(run, metric)
+    applied = applied_criterion(run, criterion)
     own = run.result.get("selection", {}) if run.result else {}
-    if own.get("criterion") == criterion and own.get("metric", metric) == metric:
-        return run.result["metrics"], run.result["selected_step"]
-    record = selection.select(run.records, criterion, metric)
-    return record["eval"], record["step"]
+    if own.get("criterion") == applied and own.get("metric", metric) == metric:
+        return Selected(run.result["metrics"], run.result["selected_step"], applied, metric)
+    record = selection.select(run.records, applied, metric)
+    return Selected(record["eval"], record["step"], applied, metric)
 
 
 def hydra_value(value) -> str:
@@ -158,15 +267,17 @@ def hydra_value(value) -> str:
 
 
 def row_labels(runs: list[Run]) -> dict[Path, str]:
-    """The row of each run: [model/]strategy[+peft][ key=value ...] for the settings that vary in its group."""
+    """The row of each run: [model/]strategy[+peft][ key=value ...] for the settings that vary in its group, and
+    the protocol (``PROTOCOL_KEYS``) wherever it varies among all these runs."""
     several_models = len({r.model for r in runs}) > 1
+    protocols = [key for key in varying_keys([run.settings() for run in runs]) if key in PROTOCOL_KEYS]
     groups: dict[tuple[str, str], list[Run]] = defaultdict(list)
     for run in runs:
         groups[(run.model, run.strategy)].append(run)
     labels = {}
     for (model, strategy), members in groups.items():
         settings = [m.settings() for m in members]
-        varying = varying_keys(settings)
+        varying = sorted({*varying_keys(settings), *protocols})
         for run, values in zip(members, settings):
             label = f"{model}/{strategy}" if several_models else strategy
             suffix = " ".join(f"{k}={hydra_value(values.get(k))}" for k in varying)
@@ -190,12 +301,12 @@ def no_target_reason(run: Run, criterion: str, metric: str) -> str:
     """A finished run with no target domain has no pair to be averaged into: say so, with its source score."""
     why = f"no target domain (trained with target_domain=[]): not part of any source{ARROW}target pair"
     try:
-        scores, step = selected_scores(run, criterion, metric)
+        chosen = selected_scores(run, criterion, metric)
     except XdtError:
         return why
-    values = [scores.get(f"source/{s}/test", {}).get(metric) for s in run.sources]
+    values = [chosen.scores.get(f"source/{s}/test", {}).get(metric) for s in run.sources]
     if values and None not in values:
-        why += f"; source test {metric} {statistics.mean(values):.3f} at step {step}"
+        why += f"; source test {metric} {statistics.mean(values):.3f} at step {chosen.step}"
     return why
 
 
@@ -205,10 +316,11 @@ def add_run(report: Report, run: Run, row: str) -> None:
         report.left_out.append((run, no_target_reason(run, report.criterion, report.metric)))
         return
     try:
-        scores, step = selected_scores(run, report.criterion, report.metric)
+        chosen = selected_scores(run, report.criterion, report.metric)
     except XdtError as error:
         report.left_out.append((run, str(error)))
         return
+    scores, step = chosen.scores, chosen.step
     sources = [scores.get(f"source/{s}/test", {}).get(report.metric) for s in run.sources]
     for target in run.targets:
         value = scores.get(f"target/{target}/test", {}).get(report.metric)
@@ -221,6 +333,7 @@ def add_run(report: Report, run: Run, row: str) -> None:
         cell.target.append(value)
         cell.seeds.append(run.seed)
         cell.selected_steps.append(step)
+        cell.chosen_by.append((chosen.criterion, chosen.metric))
         if None not in sources:
             cell.source.append(statistics.mean(sources))
         # A run fine-tuned after its own pretraining stage (DAPT/TAPT) costs both.
@@ -231,11 +344,14 @@ def add_run(report: Report, run: Run, row: str) -> None:
             report.runs[row].append(run)
 
 
-def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "accuracy") -> Report:
-    selection.check(criterion)
+def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "accuracy",
+                 task: str = DEFAULT_TASK) -> Report:
+    """The table of runs of one task (see :func:`build_reports` for a folder of several)."""
+    if criterion != OWN and criterion not in selection.RECORDED:
+        selection.check(criterion)
     left_out = [(run, why) for run in runs if (why := not_averaged(run)) is not None]
     finished = [r for r in runs if r.status == "finished"]
-    report = Report(criterion, metric, [], [], {}, {}, left_out, {}, domain_labels(finished))
+    report = Report(criterion, metric, [], [], {}, {}, left_out, {}, domain_labels(finished), task=task)
     labels = row_labels([run for run in finished if run.targets])  # a run with no target is not in a row
     for run in finished:
         add_run(report, run, labels.get(run.path, ""))
@@ -243,6 +359,53 @@ def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "
     report.pairs = sorted(report.pair_domains)
     report.erm_rows = erm_references(report.runs)
     return report
+
+
+def by_task(runs: list[Run]) -> tuple[dict[str, list[Run]], list[tuple[Run, str]]]:
+    """The runs of each task present (in ``TASKS`` order), and the runs of tasks xdt report has no table for.
+
+    A run whose config could not be read has no known task: it joins the first table's runs (to be listed there
+    as not averaged in), or the default task's when no run has a readable config."""
+    groups: dict[str, list[Run]] = {task: [] for task in TASKS}
+    unknown_task, unreadable = [], []
+    for run in runs:
+        if not run.config:
+            unreadable.append(run)
+        elif run.task in groups:
+            groups[run.task].append(run)
+        else:
+            unknown_task.append((run, f"task {run.task}: xdt report makes tables of {' and '.join(TASKS)} runs"))
+    groups = {task: members for task, members in groups.items() if members} or {DEFAULT_TASK: []}
+    first = next(iter(groups))
+    groups[first] = sorted(groups[first] + unreadable, key=lambda run: run.path)
+    return groups, unknown_task
+
+
+def check_choices(tasks: list[str], criterion: str | None, metric: str | None) -> None:
+    """Refuse a --metric or --selection that does not fit the runs of one of ``tasks``, with one message."""
+    mixed = (" (the folder holds runs of several tasks: without --metric and --selection each table takes its "
+             "task's own; or report these runs from a folder of their own)") if len(tasks) > 1 else ""
+    for task in tasks:
+        view = TASKS[task]
+        if metric is not None and metric not in view.metrics:
+            raise XdtError(f"--metric {metric}: {view.title.lower()} runs are scored with {', '.join(view.metrics)} "
+                           f"(default {view.metrics[0]}), not {metric}{mixed}")
+        if criterion is not None and criterion not in view.criteria:
+            why = (" reads predicted class distributions, which only sequence-classification runs record;"
+                   if criterion in selection.LABEL_FREE else " does not apply to them;")
+            raise XdtError(f"--selection {criterion}{why} {view.title.lower()} runs select with "
+                           f"{', '.join(view.criteria)} (default {view.criteria[0]}){mixed}")
+
+
+def build_reports(runs: list[Run], criterion: str | None = None, metric: str | None = None) -> list[Report]:
+    """One report per task among ``runs`` (see the module docstring), each with its task's default metric and
+    criterion unless ``metric``/``criterion`` is given; a choice that does not fit a task present is refused."""
+    groups, unknown_task = by_task(runs)
+    check_choices(list(groups), criterion, metric)
+    reports = [build_report(members, criterion or TASKS[task].criteria[0], metric or TASKS[task].metrics[0], task)
+               for task, members in groups.items()]
+    reports[0].left_out += unknown_task
+    return reports
 
 
 def domain_labels(runs: list[Run]) -> dict[tuple[Path, str, str], str]:
@@ -290,7 +453,10 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
     for row, runs in by_row.items():
         if runs[0].strategy == "erm":
             erm_rows[runs[0].model].append(row)
-    varying = {model: varying_keys([one for r in rows for one in settings[r]]) for model, rows in erm_rows.items()}
+    protocols = [key for key in varying_keys([one for ones in settings.values() for one in ones])
+                 if key in PROTOCOL_KEYS]  # compared only within one protocol, even where ERM ran in one only
+    varying = {model: sorted({*varying_keys([one for r in rows for one in settings[r]]), *protocols})
+               for model, rows in erm_rows.items()}
     references = {}
     for row, runs in by_row.items():
         candidates, keys = erm_rows.get(runs[0].model, []), varying.get(runs[0].model, [])
@@ -393,17 +559,19 @@ def markdown(lines: list[list[str]]) -> str:
     return "\n".join(out) + "\n"
 
 
-def csv_text(report: Report) -> str:
+def csv_text(reports: list[Report]) -> str:
+    """One line per (task, row, pair); ``selection`` names the criteria as applied to the cell's runs."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["strategy", "pair", "selection", "metric", "n", "seeds", "target_mean", "target_std",
-                     "source_mean", "selected_steps", "wall_s_mean", "s_per_step_mean"])
-    for (row, pair), cell in sorted(report.cells.items()):
-        writer.writerow([row, pair, report.criterion, report.metric, len(cell.target),
-                         " ".join(map(str, cell.seeds)), f"{cell.mean:.6f}", f"{cell.std:.6f}",
-                         f"{statistics.mean(cell.source):.6f}" if cell.source else "",
-                         " ".join(map(str, cell.selected_steps)), f"{statistics.mean(cell.wall):.2f}",
-                         f"{statistics.mean(cell.step_seconds):.4f}"])
+                     "source_mean", "selected_steps", "wall_s_mean", "s_per_step_mean", "task"])
+    for report in reports:
+        for (row, pair), cell in sorted(report.cells.items()):
+            writer.writerow([row, pair, " ".join(sorted({criterion for criterion, _ in cell.chosen_by})),
+                             report.metric, len(cell.target), " ".join(map(str, cell.seeds)), f"{cell.mean:.6f}",
+                             f"{cell.std:.6f}", f"{statistics.mean(cell.source):.6f}" if cell.source else "",
+                             " ".join(map(str, cell.selected_steps)), f"{statistics.mean(cell.wall):.2f}",
+                             f"{statistics.mean(cell.step_seconds):.4f}", report.task])
     return buffer.getvalue()
 
 
@@ -482,57 +650,78 @@ def check_out(out: Path, names: list[str], given: bool) -> None:
                            f"its report folder and does not write through links; remove the link")
 
 
-def report_text(report: Report, folder: Path, diagnose: bool) -> list[str]:
-    """report.md less its list of figures."""
-    text = [f"# xdt report: {folder}\n", report.caption() + "\n", markdown(main_table(report)),
-            "\nSource test accuracy at the same checkpoints, wall time per run (with its pretraining stage, if any), "
-            "and fine-tuning seconds per step "
+def folder_text(reports: list[Report], folder: Path, diagnose: bool) -> list[str]:
+    """report.md less its list of figures: the one table, or a section per task where the folder mixes tasks."""
+    if len(reports) == 1:
+        return [f"# xdt report: {folder}\n", *report_text(reports[0], folder, diagnose)]
+    text = [f"# xdt report: {folder}\n", f"The runs below this folder are of {len(reports)} tasks, scored "
+            f"differently: one table per task, each with its own metric and model selection.\n"]
+    for report in reports:
+        text += [f"\n## {report.view.title}\n", *report_text(report, folder, diagnose, level="###")]
+    return text
+
+
+def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##") -> list[str]:
+    """The tables of one report, their sections headed at ``level``."""
+    text = [report.caption() + "\n", markdown(main_table(report)),
+            f"\nSource test {report.metric} at the same checkpoints, wall time per run (with its pretraining stage, "
+            "if any), and fine-tuning seconds per step "
             "(from each run's own clock: compare only runs made under the same load).\n",
             markdown(cost_table(report))]
     paired = paired_table(report)
     if len(paired) > 1:
-        text += ["\n## Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same pair "
+        text += [f"\n{level} Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same pair "
                  "(seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; from "
                  "3 seeds up), and "
                  "how many seeds came out above ERM. Runs that share a seed share their initial weights and batch "
                  "order, so these differences are less noisy than the gain in the first table. An interval that "
                  "contains 0 means these seeds cannot tell the strategy from ERM.\n", markdown(paired)]
     if diagnose:
-        text += ["\n## Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
+        text += [f"\n{level} Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
                  "at the same checkpoints as above.\n", markdown(shift_table(report))]
     if report.left_out:
-        text += ["\n## Not averaged in\n", markdown(left_out_table(report, folder))]
+        text += [f"\n{level} Not averaged in\n", markdown(left_out_table(report, folder))]
     return text
 
 
-def write_report(folder: str | Path, criterion: str = "source_val", metric: str = "accuracy",
-                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
-    """Build the report of every run below ``folder`` and write its files; returns the report.
+def write_reports(folder: str | Path, criterion: str | None = None, metric: str | None = None,
+                  out_dir: str | Path | None = None, diagnose: bool = False) -> list[Report]:
+    """Build the report of every run below ``folder``, one per task, and write their files; returns them.
 
-    Everything that can fail (reading, diagnostics, the checks on the report folder) comes before the first
+    ``criterion`` and ``metric`` default to each task's own (``TASKS``). Everything that can fail (reading, the
+    checks of --metric and --selection, diagnostics, the checks on the report folder) comes before the first
     write, so a refused report leaves nothing behind."""
     folder = Path(folder).expanduser().resolve()
-    runs = find_runs(folder)
-    report = build_report(runs, criterion, metric)
+    reports = build_reports(find_runs(folder), criterion, metric)
     out = Path(out_dir) if out_dir else folder / "report"
-    text = report_text(report, folder, diagnose)
-    check_out(out, [*REPORT_FILES, *plots.figure_names(report)], given=out_dir is not None)
+    text = folder_text(reports, folder, diagnose)
+    check_out(out, [*REPORT_FILES, *(name for r in reports for name in plots.figure_names(r))],
+              given=out_dir is not None)
     out.mkdir(parents=True, exist_ok=True)
-    figures = plots.learning_curves(report, out) + plots.transfer_matrices(report, out)
+    figures = [figure for r in reports for figure in plots.learning_curves(r, out) + plots.transfer_matrices(r, out)]
     text += ["\n## Figures\n", "".join(f"- `{f.name}`\n" for f in figures)]
     atomic_write_text(out / "report.md", "\n".join(text))
-    atomic_write_text(out / "report.csv", csv_text(report))
-    show(report, folder)
+    atomic_write_text(out / "report.csv", csv_text(reports))
+    for report in reports:
+        show(report, folder, titled=len(reports) > 1)
     console.print(Text(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures"))
-    return report
+    return reports
 
 
-def show(report: Report, folder: Path) -> None:
-    """The main table on the terminal. Every string goes in as plain Text: a label such as ``file[a.jsonl]``
-    or a setting holding ``[/]`` is not rich markup."""
+def write_report(folder: str | Path, criterion: str | None = None, metric: str | None = None,
+                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
+    """:func:`write_reports` for a folder of one task: its report. (A folder of several tasks is written whole;
+    this returns its first table's report, sequence classification before token classification.)"""
+    return write_reports(folder, criterion, metric, out_dir, diagnose)[0]
+
+
+def show(report: Report, folder: Path, titled: bool = False) -> None:
+    """The main table on the terminal (headed by its task where the folder has several). Every string goes in as
+    plain Text: a label such as ``file[a.jsonl]`` or a setting holding ``[/]`` is not rich markup."""
     lines = main_table(report)
-    table = RichTable(title=Text(f"xdt report {folder}"), title_justify="left", caption=Text(report.caption()),
+    title = f"xdt report {folder}" + (f": {report.view.title}" if titled else "")
+    table = RichTable(title=Text(title), title_justify="left", caption=Text(report.caption()),
                       caption_justify="left")
     for i, header in enumerate(lines[0]):
         table.add_column(Text(header), justify="left" if i == 0 else "right")
@@ -548,12 +737,14 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="xdt report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("folder", type=Path, help="a run, a sweep, or any folder of them")
-    parser.add_argument("--selection", default="source_val", choices=list(selection.CRITERIA),
-                        help="model-selection criterion applied to every run (default: source_val)")
-    parser.add_argument("--metric", default="accuracy", choices=list(METRIC_NAMES),
-                        help="metric to report and select on (default: accuracy)")
+    parser.add_argument("--selection", default=None, choices=list(REPORT_CRITERIA),
+                        help="model-selection criterion applied to every run (default: the task's: source_val for "
+                             "sequence classification, own (each run's own selection) for token classification)")
+    parser.add_argument("--metric", default=None, choices=list(dict.fromkeys([*METRIC_NAMES, *ENTITY_METRIC_NAMES])),
+                        help="metric to report and select on (default: the task's: accuracy for sequence "
+                             "classification, f1 (entity level) for token classification)")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: <folder>/report)")
     parser.add_argument("--diagnose", action="store_true",
                         help="add proxy A-distance and vocabulary overlap per pair (loads every domain's text)")
     args = parser.parse_args(argv)
-    write_report(args.folder, args.selection, args.metric, args.out, args.diagnose)
+    write_reports(args.folder, args.selection, args.metric, args.out, args.diagnose)

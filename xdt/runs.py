@@ -10,6 +10,12 @@ resolved), and only files inside the folder are read: a run file that is a link 
 run folder, or a link to a run folder outside the folder searched, is not followed. A folder that cannot be
 read becomes a run with ``damage`` set (one line naming the file and the fault), so one bad folder is
 listed, never a crash of the whole report.
+
+A run's task is the module its config's ``task._target_`` names (``token_classification``; runs from before
+tasks were plug-ins are ``sequence_classification``). The stages a run trains before itself, in folders of their
+own inside it, are not runs of their own: a language-model stage (``pretrain/``, and ``xdt pretrain`` runs) and
+the source stage of ``task.train_on=source_then_target`` (``source/``, found as the folder the run's
+``model.init_from`` names); the run's metrics.json counts their time.
 """
 
 from __future__ import annotations
@@ -37,6 +43,11 @@ NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "tar
 # Keys of a domain's config that say where files live on one machine, not which data it is.
 NOT_DOMAIN_SETTINGS = ("cache_dir",)
 ROLES = ("source_domain", "target_domain")
+# What a run of a config without a task is (runs from before tasks were plug-ins).
+DEFAULT_TASK = "sequence_classification"
+# Token-classification protocols (``task.train_on``) that train on the targets' labels: their target validation
+# split is the run's legitimate validation split (xdt/tasks/token_classification.py selects on it: target_val).
+TARGET_LABEL_PROTOCOLS = ("target", "both", "source_then_target")
 
 
 @dataclass
@@ -68,6 +79,29 @@ class Run:
     @property
     def model(self) -> str:
         return (self.config.get("model") or {}).get("name", "?")
+
+    @property
+    def task(self) -> str:
+        """The task the run trained: the module its ``task._target_`` names, as in ``configs/task/<name>.yaml``."""
+        target = self._task_node().get("_target_")
+        return target.rsplit(".", 2)[-2] if isinstance(target, str) and "." in target else DEFAULT_TASK
+
+    @property
+    def train_on(self) -> str | None:
+        """The protocol of a token-classification run (``task.train_on``); None for other tasks."""
+        value = self._task_node().get("train_on")
+        return value if isinstance(value, str) else None
+
+    @property
+    def trains_on_target_labels(self) -> bool:
+        """Whether the run trains on its targets' labels, which makes their validation split its own (not an
+        oracle). Only token-classification protocols say so; a few-shot classification run's target validation
+        split stays an oracle (its few labeled examples are all it is meant to have)."""
+        return self.train_on in TARGET_LABEL_PROTOCOLS
+
+    def _task_node(self) -> dict:
+        task = self.config.get("task")
+        return task if isinstance(task, dict) else {}
 
     @property
     def seed(self) -> int:
@@ -193,6 +227,10 @@ def _check_config(config: dict) -> None:
         raise XdtError(f"{CONFIG}: model is not a mapping with a name (got {model!r:.80})")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise XdtError(f"{CONFIG}: seed={seed!r:.40} is not a whole number")
+    task = config.get("task")
+    if task is not None and not (isinstance(task, dict) and isinstance(task.get("_target_", ""), str)
+                                 and isinstance(task.get("train_on", ""), (str, type(None)))):
+        raise XdtError(f"{CONFIG}: task is not a mapping with a _target_ name (got {task!r:.80})")
     for role in ROLES:
         _check_domains(config.get(role), role)
 
@@ -210,11 +248,27 @@ def _check_domains(node: object, role: str) -> None:
         raise XdtError(f"{CONFIG}: {role}.{SHOTS_KEY}={shots!r:.40} is not a whole number")
 
 
+# Keys of a set's scores that hold a breakdown, {category: {metric: number}}, instead of a number: token
+# classification scores every entity type on its own (``per_type``).
+BREAKDOWNS = ("per_type",)
+
+
+def _is_metric(value: object) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _is_metrics(scores: object) -> bool:
+    """{metric: number or null}."""
+    return isinstance(scores, dict) and all(map(_is_metric, scores.values()))
+
+
 def _is_scores(value: object) -> bool:
-    """{evaluation set: {metric: number or null}}, as metrics.jsonl and metrics.json hold them."""
+    """{evaluation set: {metric: number or null}}, as metrics.jsonl and metrics.json hold them; a breakdown
+    (``BREAKDOWNS``) holds {category: {metric: number or null}}."""
     return isinstance(value, dict) and all(
-        isinstance(scores, dict) and all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool))
-                                         for v in scores.values())
+        isinstance(scores, dict) and all(
+            _is_metric(v) or (key in BREAKDOWNS and isinstance(v, dict) and all(map(_is_metrics, v.values())))
+            for key, v in scores.items())
         for scores in value.values())
 
 
@@ -321,13 +375,26 @@ def _is_pretraining(run: Run) -> bool:
     return target.endswith(".LanguageModeling") or ("strategy" not in run.config and "objective" in run.config)
 
 
+def _stages(runs: list[Run]) -> set[Path]:
+    """The folders of runs trained as a stage of another run: inside it, and named by its ``model.init_from``
+    (compared by name, since the run folder may have moved since: init_from is the absolute path of then)."""
+    stages = set()
+    for run in runs:
+        init_from = (run.config.get("model") or {}).get("init_from")
+        if isinstance(init_from, str) and init_from:
+            stages.add(run.path / PurePath(init_from).name)
+    return stages
+
+
 def find_runs(folder: str | Path) -> list[Run]:
     """Every training run folder at or below ``folder``, in path order (damaged ones included)."""
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise XdtError(f"{folder} is not a folder")
     found, linked = _walk(folder)
-    runs = [run for run in map(read_run, found) if not _is_pretraining(run)] + linked
+    runs = [run for run in map(read_run, found) if not _is_pretraining(run)]
+    stages = _stages(runs)
+    runs = [run for run in runs if run.path not in stages] + linked
     if not runs:
         raise XdtError(f"no xdt training runs below {folder} (a run folder holds config.yaml and metrics.jsonl)")
     return sorted(runs, key=lambda run: run.path)
