@@ -99,10 +99,13 @@ class Result:
 
 
 def snapshot(root: Path) -> dict[str, str]:
-    """relative path -> content hash (a symlink -> its target), for every file under ``root``."""
+    """relative path -> content hash (a symlink -> its target), for every file under ``root`` but the run folders'
+    ``.lock`` files: a lock records which process holds the run (docs/run-folders.md), it is not data."""
     found = {}
     for path in sorted(root.rglob("*")):
         rel = str(path.relative_to(root))
+        if path.name == ".lock":
+            continue
         if path.is_symlink():
             found[rel] = "link:" + os.readlink(path)
         elif path.is_file():

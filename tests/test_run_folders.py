@@ -300,3 +300,22 @@ def test_a_users_domain_kept_only_as_a_source_is_explained_as_a_target(tmp_path)
     result = run_xdt("train", "--config-dir", str(mine), "debug=smoke", "target_domain=my_apparel", cwd=tmp_path)
     assert result.returncode == 1
     assert f"ln -s source_domain {mine / 'target_domain'}" in result.stderr, result.stderr
+
+
+def test_a_refused_eval_says_so_in_the_folder_hydra_made_for_it(tmp_path):
+    result = run_xdt("eval", f"run_dir={tmp_path / 'nowhere'}", f"hydra.run.dir={tmp_path / 'e'}", cwd=tmp_path)
+    assert result.returncode == 1 and "no config.yaml there" in (tmp_path / "e" / "failed").read_text()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a GPU")
+def test_a_refused_device_is_recorded_in_the_run_folder(tmp_path):
+    result = run_xdt("train", "debug=smoke", "hardware=gpu", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
+    assert result.returncode == 1 and "torch sees no CUDA GPU" in (tmp_path / "run" / "failed").read_text()
+
+
+def test_a_finished_run_resumed_again_is_only_read(finished, tmp_path):
+    run = copy_run(finished, tmp_path)
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.is_symlink()}
+    result = run_xdt("train", f"resume={run}", cwd=tmp_path)
+    assert result.returncode == 0 and "has already finished" in result.stdout + result.stderr
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file() and not p.is_symlink()} == before

@@ -45,7 +45,7 @@ from xdt.models import count_parameters, frozen_weights_rebuildable
 from xdt.run_files import DONE
 from xdt.run_folder import opened_run
 from xdt.runtime import StopSignals
-from xdt.tasks.base import Task
+from xdt.tasks.base import Setup, Task
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +243,7 @@ def run(cfg: DictConfig, run_dir: Path) -> dict:
     return finish(training, state, stopped_early)
 
 
-def prepare(cfg: DictConfig, run_dir: Path):
+def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Training, Setup]:
     """seed -> accelerator -> the task's data and model -> optimizer and schedule -> prepare -> hooks."""
     started = time.perf_counter()
     accelerator = make_accelerator(cfg.hardware, gradient_accumulation_steps=int(cfg.accumulate_grad_batches))
@@ -272,7 +272,7 @@ def prepare(cfg: DictConfig, run_dir: Path):
     return training, setup
 
 
-def loop(training: Training, state: LoopState, setup, evaluation: dict[str, DataLoader]) -> bool:
+def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[str, DataLoader]) -> bool:
     """Steps until the budget is spent or early stopping ends training; True if it stopped early."""
     cfg, accelerator, max_steps = training.cfg, training.accelerator, training.max_steps
     source = batches_forever(setup.source, setup.source_sampler, accelerator, state.step)

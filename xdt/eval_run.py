@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from transformers import PreTrainedTokenizerBase
 
 from xdt import checkpoint, quantize, saved_run
-from xdt.atomic import atomic_write_json
+from xdt.atomic import atomic_write_json, atomic_write_text
 from xdt.config import instantiate
 from xdt.console import console, print_summary
 from xdt.data.batching import Collator, eval_loaders
@@ -18,6 +18,7 @@ from xdt.data.run_data import load_run_data
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.models import model_files_problem, rebuild_classifier
+from xdt.run_files import FAILED
 from xdt.strategies.base import Strategy, StrategyContext
 from xdt.tasks.sequence_classification import evaluate, shot_batches, transfer_gaps
 
@@ -47,6 +48,17 @@ def _rebuild_strategy(run_dir: Path, run_cfg: DictConfig,
 
 
 def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
+    """``xdt eval`` (see :func:`evaluate_saved_run`); an error is recorded as ``failed`` in ``out_dir``, which
+    Hydra made before the command began, so a refused evaluation's folder says why it holds no metrics."""
+    try:
+        return evaluate_saved_run(cfg, out_dir)
+    except Exception as error:
+        message = str(error) if isinstance(error, XdtError) else f"{type(error).__name__}: {error}"
+        atomic_write_text(Path(out_dir) / FAILED, message + "\n")
+        raise
+
+
+def evaluate_saved_run(cfg: DictConfig, out_dir: Path) -> dict:
     """``xdt eval``: rebuild a saved run's model from its own files and evaluate it.
 
     Evaluates the run's source validation/test splits and the target domains given in

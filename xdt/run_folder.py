@@ -84,9 +84,9 @@ def shared_run_dir(run_dir: Path, hardware: DictConfig) -> Path:
     Each process composes its own config, and a dated folder name can fall on either side of a second;
     the main process's folder wins, and a stray empty folder of another process is removed.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) == 1:  # no launcher: one process (hardware is checked later, in
+        return run_dir                                 # the run, so a refused setting is recorded in its folder)
     state = process_state(hardware)  # the process group, from the launcher's environment
-    if state.num_processes == 1:
-        return run_dir
     shared = [str(run_dir)]
     broadcast_object_list(shared, from_process=0)
     if Path(shared[0]) != run_dir and not state.is_main_process and run_dir.is_dir() and \
@@ -133,6 +133,9 @@ def opened_run(cfg: DictConfig, run_dir: str | Path, log_name: str, check: Calla
     if resume and not run_dir.is_dir():
         raise XdtError(f"resume={resume}: no such folder")
     run_dir = shared_run_dir(run_dir, cfg.hardware)
+    if resume and (run_dir / DONE).exists():  # finished: read, never written to again (not even its log)
+        yield saved_run.load_config(run_dir, "resume"), run_dir
+        return
     main = PartialState().is_main_process
     with run_lock(run_dir, enabled=main):
         if resume:

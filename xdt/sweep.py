@@ -62,8 +62,12 @@ def _same_config(cfg: DictConfig, config_file: Path) -> bool:
 def run_job(cfg: DictConfig, run_dir: Path) -> float:
     """One sweep job in ``run_dir``: skip it if another launcher is training it (two sweeps launched into one
     folder share its jobs this way), else run it under the folder's lock."""
+    from xdt.engine import finished_metrics
     from xdt.run_folder import RunBusy, run_lock
 
+    if (run_dir / DONE).exists() and (run_dir / "config.yaml").exists() and _same_config(cfg, run_dir / "config.yaml"):
+        log.info("skipping %s: it has finished", run_dir)  # read only: a finished job's folder is never written
+        return objective(finished_metrics(run_dir))
     try:
         with run_lock(run_dir):
             return _run_locked_job(cfg, run_dir)
