@@ -136,18 +136,22 @@ def transfer_matrices(report: Report, out: Path) -> list[Path]:
         if not means:
             continue
         grid = [[means.get((s, t), float("nan")) for t in columns] for s in sources]
-        figure, axis = plt.subplots(figsize=(1.2 * len(columns) + 3, 0.8 * len(sources) + 2))
+        title = f"{row}: transfer matrix (diagonal: in-domain)"
+        # wide enough for the title: a row label names its varying settings, the protocol of NER runs among them
+        figure, axis = plt.subplots(figsize=(max(1.2 * len(columns) + 3, 0.11 * len(title)), 0.8 * len(sources) + 2))
         image = axis.imshow(grid, cmap="viridis", vmin=min(means.values()), vmax=max(means.values()))
         axis.set_xticks(range(len(columns)), list(map(plain, columns)), rotation=30, ha="right")
         axis.set_yticks(range(len(sources)), list(map(plain, sources)))
         axis.set_xlabel("evaluated on (test split)")
-        axis.set_ylabel("trained on")
+        # a run that also trains on its targets' labels (NER train_on=both, ...) is not trained on its source alone
+        targets_too = any(run.trains_on_target_labels for run in report.runs.get(row, []))
+        axis.set_ylabel("source domain" if targets_too else "trained on")
         for i, source in enumerate(sources):
             for j, column in enumerate(columns):
                 if (source, column) in means:
                     axis.text(j, i, f"{means[(source, column)]:.3f}", ha="center", va="center",
                               color="white" if means[(source, column)] < statistics.mean(means.values()) else "black")
         figure.colorbar(image, ax=axis, label=report.metric)
-        axis.set_title(plain(f"{row}: transfer matrix (diagonal: in-domain)"))
+        figure.suptitle(plain(title))  # centred on the figure, not the axes, so a long one is not cut
         written.append(_save(plt, figure, out / transfer_matrix_name(row, report.view.figure_tag)))
     return written

@@ -72,6 +72,7 @@ class TaskView:
     tag in its figures' names (so a folder of two tasks never writes two figures to one name)."""
 
     title: str
+    noun: str  # as in "<noun> runs"
     metrics: tuple[str, ...]
     criteria: tuple[str, ...]
     note: str = ""
@@ -79,11 +80,11 @@ class TaskView:
 
 
 TASKS = {
-    "sequence_classification": TaskView("Sequence classification", METRIC_NAMES,
+    "sequence_classification": TaskView("Sequence classification", "sequence-classification", METRIC_NAMES,
                                         ("source_val", *(c for c in REPORT_CRITERIA if c != "source_val"))),
     # The run's own selection by default: it depends on the protocol (source or target validation split), so one
     # criterion applied to every run would either ignore a legitimate target dev split or make zero-shot an oracle.
-    "token_classification": TaskView("Token classification (NER)", ENTITY_METRIC_NAMES,
+    "token_classification": TaskView("Token classification (NER)", "token-classification (NER)", ENTITY_METRIC_NAMES,
                                      (OWN, "source_val", "target_val", "target_oracle", "last"),
                                      note=" (entity level: exact span and type)", figure_tag="ner_"),
 }
@@ -186,7 +187,8 @@ class Report:
         chosen: dict[tuple[str, str], list[str]] = {}
         for row in self.rows:
             for pair in self.pairs:
-                for how in self.cells[(row, pair)].chosen_by if (row, pair) in self.cells else []:
+                cell = self.cells.get((row, pair))
+                for how in cell.chosen_by if cell else []:
                     rows = chosen.setdefault(how, [])
                     rows += [] if row in rows else [row]
         return chosen
@@ -209,8 +211,7 @@ class Report:
                 f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
                 f"gain = average minus the average of the ERM row it is compared with (the row marked reference: same "
                 f"model, and the row's own value of any setting that ERM's rows differ in).")
-        if any(criterion == "target_oracle" for criterion, _ in self.selections()) or \
-                (not self.selections() and self.criterion == "target_oracle"):
+        if "target_oracle" in ({criterion for criterion, _ in self.selections()} or {self.criterion}):
             text += (" ORACLE SELECTION: target labels chose these checkpoints, so the numbers are optimistic upper "
                      "bounds, not estimates of transfer.")
         return text
@@ -277,12 +278,26 @@ def row_labels(runs: list[Run]) -> dict[Path, str]:
     labels = {}
     for (model, strategy), members in groups.items():
         settings = [m.settings() for m in members]
-        varying = sorted({*varying_keys(settings), *protocols})
+        varying = label_keys(settings, protocols)
         for run, values in zip(members, settings):
             label = f"{model}/{strategy}" if several_models else strategy
             suffix = " ".join(f"{k}={hydra_value(values.get(k))}" for k in varying)
             labels[run.path] = f"{label} {suffix}" if suffix else label
     return labels
+
+
+def label_keys(settings: list[dict[str, object]], protocols: list[str]) -> list[str]:
+    """The keys a group's row labels show: the protocol keys that vary in the table, and the settings that vary
+    in the group, less the task's settings that vary only alongside the protocol (``task.source_stage`` is read
+    by source_then_target alone: null in the other protocols' runs says nothing the protocol does not)."""
+    varying = varying_keys(settings)
+    if not protocols:
+        return varying
+    by_protocol: dict[tuple[str, ...], list[dict[str, object]]] = defaultdict(list)
+    for one in settings:
+        by_protocol[tuple(repr(one.get(key)) for key in protocols)].append(one)
+    within = {key for members in by_protocol.values() for key in varying_keys(members)}
+    return sorted({*protocols, *(key for key in varying if key in within or not key.startswith("task."))})
 
 
 def not_averaged(run: Run) -> str | None:
@@ -347,8 +362,9 @@ def add_run(report: Report, run: Run, row: str) -> None:
 def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "accuracy",
                  task: str = DEFAULT_TASK) -> Report:
     """The table of runs of one task (see :func:`build_reports` for a folder of several)."""
-    if criterion != OWN and criterion not in selection.RECORDED:
-        selection.check(criterion)
+    if criterion not in REPORT_CRITERIA:
+        raise XdtError(f"selection={criterion!r} is not a model-selection criterion; choose one of "
+                       f"{', '.join(REPORT_CRITERIA)}")
     left_out = [(run, why) for run in runs if (why := not_averaged(run)) is not None]
     finished = [r for r in runs if r.status == "finished"]
     report = Report(criterion, metric, [], [], {}, {}, left_out, {}, domain_labels(finished), task=task)
@@ -388,12 +404,12 @@ def check_choices(tasks: list[str], criterion: str | None, metric: str | None) -
     for task in tasks:
         view = TASKS[task]
         if metric is not None and metric not in view.metrics:
-            raise XdtError(f"--metric {metric}: {view.title.lower()} runs are scored with {', '.join(view.metrics)} "
+            raise XdtError(f"--metric {metric}: {view.noun} runs are scored with {', '.join(view.metrics)} "
                            f"(default {view.metrics[0]}), not {metric}{mixed}")
         if criterion is not None and criterion not in view.criteria:
             why = (" reads predicted class distributions, which only sequence-classification runs record;"
                    if criterion in selection.LABEL_FREE else " does not apply to them;")
-            raise XdtError(f"--selection {criterion}{why} {view.title.lower()} runs select with "
+            raise XdtError(f"--selection {criterion}{why} {view.noun} runs select with "
                            f"{', '.join(view.criteria)} (default {view.criteria[0]}){mixed}")
 
 
@@ -614,6 +630,14 @@ def add_domain_texts(texts: dict[str, list[str]], run: Run, report: Report) -> N
                 texts[label] = list(domain.train["text"]) + list(domain.unlabeled["text"])
 
 
+def gap_row(report: Report) -> str | None:
+    """The ERM row whose transfer gap sits next to the shift figures: the one ERM reference row trained on the
+    source alone (for NER, the zero-shot row ``erm task.train_on=source``); None unless there is exactly one."""
+    rows = [row for row in report.rows if report.erm_rows.get(row) == row
+            and not any(run.trains_on_target_labels for run in report.runs[row])]
+    return rows[0] if len(rows) == 1 else None
+
+
 def shift_table(report: Report) -> list[list[str]]:
     """Per pair: proxy A-distance and vocabulary overlap (xdt.diagnose) next to ERM's measured gap."""
     from xdt.diagnose import pair_diagnostics
@@ -625,7 +649,7 @@ def shift_table(report: Report) -> list[list[str]]:
         run = next(members[0][0] for (_, p), members in report.members.items() if p == pair)
         add_domain_texts(texts, run, report)
         figures = pair_diagnostics([t for s in sources for t in texts[s]], texts[target])
-        erm = report.cells.get(("erm", pair))
+        erm = report.cells.get((gap_row(report), pair))
         gap = statistics.mean(erm.source) - erm.mean if erm and erm.source else None
         lines.append([pair, f"{figures['proxy_a_distance']:.3f}", f"{figures['vocab_jaccard']:.3f}",
                       f"{figures['target_oov_rate']:.3f}", _fmt(gap)])
@@ -654,8 +678,9 @@ def folder_text(reports: list[Report], folder: Path, diagnose: bool) -> list[str
     """report.md less its list of figures: the one table, or a section per task where the folder mixes tasks."""
     if len(reports) == 1:
         return [f"# xdt report: {folder}\n", *report_text(reports[0], folder, diagnose)]
-    text = [f"# xdt report: {folder}\n", f"The runs below this folder are of {len(reports)} tasks, scored "
-            f"differently: one table per task, each with its own metric and model selection.\n"]
+    intro = (f"The runs below this folder are of {len(reports)} tasks, scored differently: one table per task, each "
+             f"with its own metric and model selection.\n")
+    text = [f"# xdt report: {folder}\n", intro]
     for report in reports:
         text += [f"\n## {report.view.title}\n", *report_text(report, folder, diagnose, level="###")]
     return text
@@ -670,8 +695,8 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
             markdown(cost_table(report))]
     paired = paired_table(report)
     if len(paired) > 1:
-        text += [f"\n{level} Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same pair "
-                 "(seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; from "
+        text += [f"\n{level} Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same "
+                 "pair (seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; from "
                  "3 seeds up), and "
                  "how many seeds came out above ERM. Runs that share a seed share their initial weights and batch "
                  "order, so these differences are less noisy than the gain in the first table. An interval that "
