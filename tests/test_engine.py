@@ -71,7 +71,8 @@ def test_a_run_cut_between_accumulated_steps_resumes_exactly(smoke, tmp_path):
     (["batch_size=30", "accumulate_grad_batches=4"],
      r"batch_size=30 must split evenly into accumulate_grad_batches=4 micro-batches"),
     (["task=language_modeling", "strategy=coral"],
-     r"strategy=coral cannot serve task=language_modeling \(it serves sequence_classification\)"),
+     r"strategy=coral cannot serve task=language_modeling \(it serves sequence_classification, "
+     r"token_classification\)"),
     (["+task.shots=3"], r"task\.shots is not a setting of xdt\.tasks\.sequence_classification\.SequenceClassification"),
 ])
 def test_bad_engine_settings_are_refused_before_anything_is_written(smoke, tmp_path, overrides, message):

@@ -48,13 +48,15 @@ def _rebuild_strategy(run_dir: Path, run_cfg: DictConfig,
 
 
 def evaluate_run(cfg: DictConfig, out_dir: Path) -> dict:
-    """``xdt eval`` (see :func:`evaluate_saved_run`); an error is recorded as ``failed`` in ``out_dir``, which
-    Hydra made before the command began, so a refused evaluation's folder says why it holds no metrics."""
+    """``xdt eval`` (see :func:`evaluate_saved_run`); an error is recorded as ``failed`` in ``out_dir`` when
+    that folder exists (Hydra made it before the command began), so a refused evaluation's folder says why it
+    holds no metrics; a folder that does not exist yet is not created for it."""
     try:
         return evaluate_saved_run(cfg, out_dir)
     except Exception as error:
         message = str(error) if isinstance(error, XdtError) else f"{type(error).__name__}: {error}"
-        atomic_write_text(Path(out_dir) / FAILED, message + "\n")
+        if Path(out_dir).is_dir():
+            atomic_write_text(Path(out_dir) / FAILED, message + "\n")
         raise
 
 
