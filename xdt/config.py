@@ -14,6 +14,7 @@ from hydra.utils import instantiate as hydra_instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from xdt.checks import check_fraction
+from xdt.config_reference import help_text
 from xdt.errors import XdtError
 from xdt.job_names import job_name
 from xdt.selection import CRITERIA
@@ -38,6 +39,14 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("xdt.package_dir", package_dir)
     if not OmegaConf.has_resolver("xdt.job_name"):
         OmegaConf.register_new_resolver("xdt.job_name", _job_name)
+    if not OmegaConf.has_resolver("xdt.settings"):
+        OmegaConf.register_new_resolver("xdt.settings", _settings)
+
+
+def _settings(command: str) -> str:
+    """``${xdt.settings:train}`` in configs/hydra/help/: the settings table of ``xdt train --help``, its ``$``
+    doubled because Hydra reads the help template as a ``string.Template``."""
+    return help_text(command).replace("$", "$$")
 
 
 def _job_name(sweep_dir: str, overrides: list[str]) -> str:
