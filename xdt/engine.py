@@ -3,7 +3,8 @@
 seed -> accelerator -> the task's data and model, inside the configured strategy -> optimizer, schedule ->
 ``prepare`` -> hooks (L2-SP, AdaLoRA, weight averaging, early stopping; chosen by the config) -> (resume) ->
 step loop over endless source (and target) batches -> evaluate and checkpoint every ``eval_interval`` steps
--> the selected checkpoint's final metrics -> ``metrics.json`` and ``done``.
+-> the selected checkpoint's final metrics -> ``metrics.json`` and ``done``. Trackers (TensorBoard, MLflow, W&B;
+the ``logger`` group) are sent the same records at the same points (:mod:`xdt.tracking`).
 
 Who owns what: the engine owns what is the same for every task (devices, precision and data parallelism
 through Accelerate, gradient accumulation, clipping, the schedule, checkpoints, exact resume, stop signals,
@@ -46,6 +47,7 @@ from xdt.run_files import DONE
 from xdt.run_folder import opened_run
 from xdt.runtime import StopSignals
 from xdt.tasks.base import Setup, Task
+from xdt.tracking import Tracking, check_logger
 
 log = logging.getLogger(__name__)
 
@@ -65,14 +67,14 @@ class LoopState:
 
 
 def train(cfg: DictConfig, run_dir: str | Path,
-          before_config: Callable[[DictConfig, Path], DictConfig] | None = None) -> dict:
+          before_config: Callable[[DictConfig, Path], DictConfig] | None = None, stage_of: Path | None = None) -> dict:
     """Run ``cfg`` in ``run_dir`` (or continue ``cfg.resume``) and return its final metrics.
 
     ``before_config`` may change a new run's config before its config.yaml is written (xdt.train runs the
-    pretraining stage there)."""
+    pretraining stage there); ``stage_of`` is the run a stage belongs to (its trackers name it after both)."""
     log_file = target_class(cfg.task, "task").log_file
     with opened_run(cfg, run_dir, log_file, check_config, before_config) as (cfg, run_dir):
-        return run(cfg, run_dir)
+        return run(cfg, run_dir, stage_of)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -93,6 +95,7 @@ def check_config(cfg: DictConfig) -> None:
         raise XdtError(f"strategy={name} cannot serve task={task.name} (it serves {', '.join(strategy.tasks)}); "
                        f"choose a strategy that does, such as strategy=erm")
     task.check(cfg)
+    check_logger(cfg)
 
 
 def finished_metrics(run_dir: Path) -> dict:
@@ -208,6 +211,7 @@ class Training:
     metrics_log: MetricsLog
     describe: dict  # stamped on every record
     max_steps: int
+    tracking: Tracking  # the trackers chosen by the logger group (none by default)
     started: float = dataclasses.field(default_factory=time.perf_counter)
 
     def wall_seconds(self, state: LoopState) -> float:
@@ -229,24 +233,27 @@ class Training:
             checkpoint.prune(self.run_dir)
 
 
-def run(cfg: DictConfig, run_dir: Path) -> dict:
+def run(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> dict:
     """The body of :func:`train`, once the run folder is open."""
     if (run_dir / DONE).exists():
         log.info("%s has already finished; its metrics are in metrics.json", run_dir)
         return finished_metrics(run_dir)
-    training, setup = prepare(cfg, run_dir)
+    training, setup = prepare(cfg, run_dir, stage_of)
     state = resume(training) if cfg.resume else LoopState()
-    evaluation = eval_loaders(setup.evaluation, int(cfg.eval_batch_size), setup.collator, training.accelerator)
-    if training.task.evaluate_at_start and state.step == 0 and not training.metrics_log.records:
-        evaluate_and_save(training, state, evaluation, {}, save=False)  # the reference training is measured against
-    stopped_early = loop(training, state, setup, evaluation)
-    return finish(training, state, stopped_early)
+    with training.tracking.session(training.accelerator, state.step):
+        evaluation = eval_loaders(setup.evaluation, int(cfg.eval_batch_size), setup.collator, training.accelerator)
+        if training.task.evaluate_at_start and state.step == 0 and not training.metrics_log.records:
+            evaluate_and_save(training, state, evaluation, {}, save=False)  # the reference training is measured against
+        stopped_early = loop(training, state, setup, evaluation)
+        return finish(training, state, stopped_early)
 
 
-def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Training, Setup]:
+def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tuple[Training, Setup]:
     """seed -> accelerator -> the task's data and model -> optimizer and schedule -> prepare -> hooks."""
     started = time.perf_counter()
-    accelerator = make_accelerator(cfg.hardware, gradient_accumulation_steps=int(cfg.accumulate_grad_batches))
+    tracking = Tracking(cfg, run_dir, stage_of)  # the trackers are handed to the Accelerator, started later
+    accelerator = make_accelerator(cfg.hardware, gradient_accumulation_steps=int(cfg.accumulate_grad_batches),
+                                   log_with=tracking.log_with)
     for key in ("batch_size", "eval_batch_size"):
         if int(cfg[key]) % accelerator.num_processes:
             raise XdtError(f"{key}={cfg[key]} is the global batch and must split evenly over "
@@ -268,7 +275,7 @@ def prepare(cfg: DictConfig, run_dir: Path) -> tuple[Training, Setup]:
     hooks = build_hooks(cfg, strategy, setup.max_steps)
     metrics_log = MetricsLog(run_dir / "metrics.jsonl", write=accelerator.is_main_process)
     training = Training(cfg, run_dir, accelerator, task, model, accelerator.unwrap_model(model), optimizer,
-                        scheduler, hooks, metrics_log, setup.describe, setup.max_steps, started=started)
+                        scheduler, hooks, metrics_log, setup.describe, setup.max_steps, tracking, started=started)
     return training, setup
 
 
@@ -298,6 +305,7 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
                 bar.update(progress_bar, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
                 log.info("step %d/%d  %s", state.step, max_steps,
                          "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
+                training.tracking.train(state.step, train_terms)
             state.train_seconds += time.perf_counter() - step_started
             if evaluating:
                 stop_early = evaluate_and_save(training, state, evaluation, train_terms)
@@ -358,6 +366,7 @@ def evaluate_and_save(training: Training, state: LoopState, loaders: dict[str, D
     record = {**training.describe, "step": state.step, "train": train_terms, "eval": results,
               "selection": training.task.selection_record(select), "elapsed_s": round(training.wall_seconds(state), 3)}
     training.metrics_log.append(record)  # before the checkpoint: a resume drops records newer than its step
+    training.tracking.evaluation(record, training.describe)
     if save:
         training.save(state, best=improved)
     log.info("eval step %d: %s", state.step, training.task.evaluation_line(results))
@@ -435,6 +444,7 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
         atomic_write_json(run_dir / "metrics.json", result)
         atomic_write_text(run_dir / DONE, f"finished at step {state.step}\n")
         training.task.print_summary(result, run_dir)
+    training.tracking.final(result, training.describe, state.step)
     log.info("done: %s (wall time %.1f s, %.1f train %s/s)", run_dir, wall,
              result[f"train_{training.task.unit}_per_s"], training.task.unit)
     return result

@@ -49,9 +49,10 @@ def process_state(hw: DictConfig) -> PartialState:
     return PartialState(cpu=hw.device == "cpu")
 
 
-def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1) -> Accelerator:
+def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1, log_with: list | None = None) -> Accelerator:
     """An Accelerator for ``hardware.device`` (cpu or cuda) and ``hardware.mixed_precision``, accumulating
-    gradients over ``gradient_accumulation_steps`` micro-batches per optimizer step.
+    gradients over ``gradient_accumulation_steps`` micro-batches per optimizer step, holding the trackers
+    ``log_with`` (:mod:`xdt.tracking`; None: none).
 
     Multi-process data parallelism needs no setting here: ``accelerate launch`` or ``torchrun`` set
     the environment the Accelerator reads.
@@ -73,7 +74,7 @@ def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1) -> Ac
     accumulation = GradientAccumulationPlugin(num_steps=gradient_accumulation_steps, sync_with_dataloader=False)
     accelerator = Accelerator(cpu=hw.device == "cpu", mixed_precision=hw.mixed_precision,
                               dataloader_config=DataLoaderConfiguration(split_batches=True),
-                              gradient_accumulation_plugin=accumulation)
+                              gradient_accumulation_plugin=accumulation, log_with=log_with)
     if hw.get("distributed") and accelerator.num_processes == 1:
         log.warning("hardware expects several processes but this is a single process: start it with "
                     "`accelerate launch --multi_gpu -m xdt.cli train ...` or `torchrun --nproc-per-node N -m xdt.cli train ...`")

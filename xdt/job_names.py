@@ -10,8 +10,9 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-# Overrides that never name a job: paths (which would also nest folders) and how a run is resumed.
-NOT_IN_NAMES = ("data_dir", "cache_dir", "resume")
+# Overrides that never name a job, nor make a re-launched sweep's job another experiment: paths (which would also
+# nest folders), how a run is resumed, and where its results are also sent (the trackers of the logger group).
+NOT_IN_NAMES = ("data_dir", "cache_dir", "resume", "logger")
 
 
 def job_name(sweep_dir: str, overrides: list[str]) -> str:

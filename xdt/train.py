@@ -30,7 +30,7 @@ TEXT_FROM = ("target", "source", "both")
 CONFIGS = Path(__file__).parent / "configs"
 # What the pretraining stage takes over from the fine-tuning run unless the pretrain section sets it.
 SHARED_KEYS = ("seed", "batch_size", "eval_batch_size", "max_length", "max_examples", "log_interval", "data_dir",
-               "cache_dir", "optimizer", "hardware", "accumulate_grad_batches")
+               "cache_dir", "optimizer", "hardware", "accumulate_grad_batches", "logger")
 
 
 SOURCE_DIR = "source"
@@ -61,7 +61,7 @@ def source_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if (stage / "config.yaml").is_file():  # cut off earlier (a re-launched sweep job): continue it
         first.resume = str(stage)
     log.info("training on the source in %s, then fine-tuning on the target in %s", stage, run_dir)
-    engine.train(first, stage)
+    engine.train(first, stage, stage_of=Path(run_dir))
     cfg = cfg.copy()
     cfg.model.init_from = str(stage.resolve())
     return cfg
@@ -77,7 +77,7 @@ def pretraining_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
     if (stage / "config.yaml").is_file():  # cut off earlier (a re-launched sweep job): continue it
         pre.resume = str(stage)
     log.info("pretraining in %s, then fine-tuning in %s", stage, run_dir)
-    engine.train(pre, stage)
+    engine.train(pre, stage, stage_of=Path(run_dir))
     cfg = cfg.copy()
     cfg.model.init_from = str(stage.resolve())
     return cfg
