@@ -97,6 +97,11 @@ def task_files(config_dir: Path = CONFIG_DIR) -> list[Path]:
     return sorted((config_dir / "task").glob("*.yaml"))
 
 
+def logger_files(config_dir: Path = CONFIG_DIR) -> list[Path]:
+    """The trackers of the logger group (configs/logger/), whose settings sit under ``logger.<tracker>``."""
+    return sorted((config_dir / "logger").glob("*.yaml"))
+
+
 def _merged(*groups: list[Setting]) -> list[Setting]:
     """Later files override earlier ones key by key (as Hydra merges them); new keys go at the end."""
     merged: dict[str, Setting] = {}
@@ -116,6 +121,8 @@ def sections(command: str, config_dir: Path = CONFIG_DIR) -> list[tuple[str, lis
     if command == "train":
         tables += [(f"task={path.stem}: added or changed by configs/task/{path.name}", settings)
                    for path in task_files(config_dir) if (settings := read_settings(path, config_dir))]
+        tables += [(f"logger={path.stem}: settings of configs/logger/{path.name} (docs/tracking.md)", settings)
+                   for path in logger_files(config_dir) if (settings := read_settings(path, config_dir))]
     return tables
 
 
