@@ -33,6 +33,15 @@ report file goes, stops the report before it writes anything.
 
 Writes into ``<folder>/report/``: ``report.md``, ``report.csv`` (one line per strategy and pair),
 ``learning_curves_<pair>.png`` and ``transfer_matrix_<strategy>.png``; prints the table with rich.
+
+**Its files are published as they are** (docs/results/<benchmark>/), so: a cell of one run shows its score alone
+(``0.712 (1)``: one run has no spread, and ``± 0.000`` would claim one), and report.csv leaves its ``target_std``
+empty; report.md is GitHub-flavoured Markdown (every table with its alignment row, every value from a run folder
+escaped, the figures embedded by relative links under a caption each) and opens with its provenance: the command
+that made it, the date (UTC), the machine, xdt's version and the commit of the checkout it runs from (``git
+rev-parse HEAD``, or "unknown"), the runs' hardware and the overrides Hydra saved for them (``multirun.yaml``,
+``.hydra/overrides.yaml``, read as plain YAML). Run folders record no xdt version or commit, and the header says so
+rather than guess one.
 """
 
 from __future__ import annotations
@@ -42,20 +51,26 @@ import csv
 import io
 import math
 import os
+import platform
+import re
+import shlex
 import statistics
+import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
 
 from rich.table import Table as RichTable
 from rich.text import Text
 
+import xdt
 from xdt import plots, selection
 from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
 from xdt.metrics import ENTITY_METRIC_NAMES, METRIC_NAMES
-from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs
+from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs, launch_overrides
 
 ARROW = "→"
 OWN = "own"  # --selection own: the checkpoint each run selected itself (its metrics.json)
@@ -107,8 +122,14 @@ class Cell:
         return statistics.mean(self.target)
 
     @property
-    def std(self) -> float:
-        return statistics.stdev(self.target) if len(self.target) > 1 else 0.0
+    def std(self) -> float | None:
+        """Standard deviation over the runs; None for one run, which has no spread (not a spread of 0)."""
+        return statistics.stdev(self.target) if len(self.target) > 1 else None
+
+    def text(self) -> str:
+        """``mean ± std (n)``, or ``mean (1)`` for a single run."""
+        spread = f" ± {self.std:.3f}" if self.std is not None else ""
+        return f"{self.mean:.3f}{spread} ({len(self.target)})"
 
 
 @dataclass
@@ -208,7 +229,8 @@ class Report:
 
     def caption(self) -> str:
         text = (f"Target test {self.metric}{self.view.note} of the checkpoint chosen by {self.chosen_by()}; "
-                f"mean ± standard deviation over seeds, (n) = number of runs. Average = mean over the pairs; "
+                f"mean ± standard deviation over seeds, (n) = number of runs (a single run shows its score alone: "
+                f"it has no spread). Average = mean over the pairs; "
                 f"gain = average minus the average of the ERM row it is compared with (the row marked reference: same "
                 f"model, and the row's own value of any setting that ERM's rows differ in).")
         if "target_oracle" in ({criterion for criterion, _ in self.selections()} or {self.criterion}):
@@ -508,7 +530,7 @@ def main_table(report: Report) -> list[list[str]]:
     lines = [["strategy", *report.pairs, "average", "gain over ERM"]]
     for row in report.rows:
         cells = [report.cells.get((row, p)) for p in report.pairs]
-        lines.append([row, *(f"{c.mean:.3f} ± {c.std:.3f} ({len(c.target)})" if c else "-" for c in cells),
+        lines.append([row, *(c.text() if c else "-" for c in cells),
                       _fmt(report.average(row)),
                       "reference" if report.erm_rows.get(row) == row else _fmt(report.gain(row), sign=True)])
     return lines
@@ -531,12 +553,15 @@ T_975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 
          2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
 
 
+MIN_SEEDS_FOR_INTERVAL = 3
+
+
 def mean_interval(values: list[float]) -> tuple[float, float] | None:
     """95% confidence interval of the mean of ``values`` (Student's t); None for fewer than three values.
 
     With two values the interval rests on one degree of freedom: ±9 of their standard deviations wide, or
     of no width at all when the two happen to be equal (common for accuracies on a few hundred examples)."""
-    if len(values) < 3:
+    if len(values) < MIN_SEEDS_FOR_INTERVAL:
         return None
     df = len(values) - 1
     half = (T_975[df - 1] if df <= len(T_975) else 1.96 + 2.4 / df) * statistics.stdev(values) / math.sqrt(len(values))
@@ -566,13 +591,34 @@ def paired_table(report: Report) -> list[list[str]]:
     return lines
 
 
-def markdown(lines: list[list[str]]) -> str:
-    """A Markdown table; a ``|`` or a line break inside a cell (a setting's value, say) would break its row."""
-    def cell(text: str) -> str:
-        return " ".join(text.splitlines()).replace("|", "\\|")
-    out = ["| " + " | ".join(map(cell, lines[0])) + " |", "|" + "---|" * len(lines[0])]
-    out += ["| " + " | ".join(map(cell, line)) + " |" for line in lines[1:]]
-    return "\n".join(out) + "\n"
+# Characters that GitHub-flavoured Markdown reads as markup wherever they stand (a ``|`` ends a table cell, ``$``
+# starts math on GitHub, ``<`` HTML, ``&`` an entity), and ``_`` where it is not between two letters or digits.
+MARKUP = re.compile(r"[\\`*\[\]<|$~&]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+
+
+def md(text: str) -> str:
+    """``text`` (a setting's value, a file name, an error) as literal Markdown text on one line: its markup
+    characters escaped, its line breaks made spaces."""
+    return MARKUP.sub(lambda match: "\\" + match.group(), " ".join(str(text).splitlines()))
+
+
+def md_code(text: str) -> str:
+    """``text`` as an inline code span, fenced by more backticks than it holds in a row."""
+    text = " ".join(text.splitlines())
+    fence = "`" * (max(map(len, re.findall("`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def markdown(lines: list[list[str]], left: int = 1) -> str:
+    """A GitHub-flavoured Markdown table: header row, alignment row (the first ``left`` columns, text, aligned
+    left; the numbers right), every cell escaped by :func:`md`, so a ``|`` or a line break in a setting's value
+    cannot break its row."""
+    def row(cells: list[str]) -> str:
+        return "| " + " | ".join(md(cell) for cell in cells) + " |"
+    width = len(lines[0])
+    align = "| " + " | ".join([":---"] * min(left, width) + ["---:"] * max(width - left, 0)) + " |"
+    return "\n".join([row(lines[0]), align, *map(row, lines[1:])]) + "\n"
 
 
 def csv_text(reports: list[Report]) -> str:
@@ -585,7 +631,8 @@ def csv_text(reports: list[Report]) -> str:
         for (row, pair), cell in sorted(report.cells.items()):
             writer.writerow([row, pair, " ".join(sorted({criterion for criterion, _ in cell.chosen_by})),
                              report.metric, len(cell.target), " ".join(map(str, cell.seeds)), f"{cell.mean:.6f}",
-                             f"{cell.std:.6f}", f"{statistics.mean(cell.source):.6f}" if cell.source else "",
+                             "" if cell.std is None else f"{cell.std:.6f}",  # one run: no spread, not 0
+                             f"{statistics.mean(cell.source):.6f}" if cell.source else "",
                              " ".join(map(str, cell.selected_steps)), f"{statistics.mean(cell.wall):.2f}",
                              f"{statistics.mean(cell.step_seconds):.4f}", report.task])
     return buffer.getvalue()
@@ -674,13 +721,123 @@ def check_out(out: Path, names: list[str], given: bool) -> None:
                            f"its report folder and does not write through links; remove the link")
 
 
-def folder_text(reports: list[Report], folder: Path, diagnose: bool) -> list[str]:
-    """report.md less its list of figures: the one table, or a section per task where the folder mixes tasks."""
+# ---- provenance: what made this report, where and when ----------------------------------------------------------
+
+GIT_TIMEOUT_S = 5
+
+
+def report_command(folder: str | Path, criterion: str | None, metric: str | None, out_dir: str | Path | None,
+                   diagnose: bool) -> str:
+    """The ``xdt report`` command line that makes the same report (for reports made from Python)."""
+    args = [str(folder), *(["--selection", criterion] if criterion else []), *(["--metric", metric] if metric else []),
+            *(["--out", str(out_dir)] if out_dir else []), *(["--diagnose"] if diagnose else [])]
+    return shlex.join(["xdt", "report", *args])
+
+
+def git_commit() -> str:
+    """The commit of the git checkout xdt is imported from (``git rev-parse HEAD``, with ``+ uncommitted changes in
+    xdt/`` when the package's files differ from it), or "unknown": not a checkout (an installed wheel), no git, or
+    git slower than a few seconds. A checkout counts only if its ``xdt/`` is this package, so an installed copy
+    inside some other repository (a virtual environment in a checkout) is not given that repository's commit."""
+    package = Path(xdt.__file__).resolve().parent
+    git = ["git", "-c", "core.fsmonitor=false", "-C", str(package)]
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read only: git status may not even refresh the index
+    try:
+        found = subprocess.run([*git, "rev-parse", "--show-toplevel", "HEAD"], check=False, capture_output=True,
+                               text=True, timeout=GIT_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
+        top, commit = found.stdout.splitlines()
+        if found.returncode != 0 or (Path(top) / "xdt").resolve() != package or not re.fullmatch(r"[0-9a-f]{40}",
+                                                                                                  commit):
+            return "unknown"
+        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "."], check=False,
+                                 capture_output=True, text=True, timeout=GIT_TIMEOUT_S, env=env,
+                                 stdin=subprocess.DEVNULL)
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return "unknown"
+    return commit + (" + uncommitted changes in xdt/" if changed.returncode == 0 and changed.stdout.strip() else "")
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), or what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def gpu_names() -> str:
+    """The GPUs torch sees (``2 x NVIDIA H200``), or why none is listed. torch is imported only if installed."""
+    import importlib.util
+    try:
+        if importlib.util.find_spec("torch") is None:
+            return "no GPU listed (torch is not installed)"
+        import torch
+
+        if torch.cuda.is_available():
+            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+            return ", ".join(f"{names.count(n)} x {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names))
+        mps = getattr(torch.backends, "mps", None)
+        return "Apple MPS" if mps is not None and mps.is_available() else "no GPU (torch sees no CUDA device)"
+    except Exception as error:  # a broken driver must not stop a report  # noqa: BLE001
+        return f"unknown ({type(error).__name__})"
+
+
+def machine() -> str:
+    return (f"{platform.platform()}, Python {platform.python_version()}; {cpu_name()} ({os.cpu_count()} logical "
+            f"cores); {gpu_names()}")
+
+
+def run_hardware(runs: list[Run]) -> str:
+    """The devices the runs' config.yaml name (``hardware.device`` and ``mixed_precision``), with counts."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        hardware = run.config.get("hardware")
+        if isinstance(hardware, dict) and hardware.get("device") is not None:
+            key = f"device={hardware.get('device')}, mixed_precision={hardware.get('mixed_precision')}"
+            counts[key] = counts.get(key, 0) + 1
+    return "; ".join(f"{key} ({n} runs)" if n > 1 else f"{key} (1 run)" for key, n in counts.items())
+
+
+def provenance(command: str, folder: Path, reports: list[Report]) -> list[str]:
+    """The lines under report.md's title: how to make it again, when, where, with which code, and which runs."""
+    runs = {run.path: run for report in reports for rows in report.runs.values() for run in rows}
+    left_out = {run.path for report in reports for run, _ in report.left_out}
+    everything = [*runs.values(), *(run for report in reports for run, _ in report.left_out)]
+    lines = [f"- **Command:** {md_code(command)}",
+             f"- **Date:** {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC",
+             f"- **Machine** (that made this report): {md(machine())}",
+             f"- **xdt:** version {md(xdt.__version__)}, commit {md(git_commit())}",
+             f"- **Runs:** {len(runs)} averaged in, {len(left_out)} not averaged in"
+             + (" (listed below)" if left_out else "")]
+    hardware = run_hardware(list(runs.values()))
+    if hardware:
+        lines.append(f"- **Runs' hardware** (their config.yaml): {md(hardware)}")
+    launches, more = launch_overrides(folder, everything)
+    for where, file, overrides in launches:
+        name = str(where.relative_to(folder)) if where.is_relative_to(folder) and where != folder else where.name
+        shown = md_code(shlex.join(overrides)) if overrides else "none"
+        lines.append(f"- **Overrides of {md(name)}** (its {md(file)}: the command line's, less hydra.\\*): {shown}")
+    if more:
+        lines.append(f"- ... and the overrides of {more} more sweeps or runs")
+    lines.append("- **The runs' code:** their folders record no xdt version or commit, so the commit above is the "
+                 "report's, not necessarily the one that trained them")
+    return ["\n".join(lines) + "\n"]
+
+
+# ---- report.md ----------------------------------------------------------------------------------------------------
+
+def folder_text(reports: list[Report], folder: Path, diagnose: bool, title: str, command: str) -> list[str]:
+    """report.md less its figures: the provenance, then the one table, or a section per task where the folder
+    mixes tasks."""
+    text = [f"# xdt report: {md(title)}\n", *provenance(command, folder, reports)]
     if len(reports) == 1:
-        return [f"# xdt report: {folder}\n", *report_text(reports[0], folder, diagnose)]
-    intro = (f"The runs below this folder are of {len(reports)} tasks, scored differently: one table per task, each "
-             f"with its own metric and model selection.\n")
-    text = [f"# xdt report: {folder}\n", intro]
+        return text + report_text(reports[0], folder, diagnose)
+    text.append(f"The runs below this folder are of {len(reports)} tasks, scored differently: one table per task, "
+                f"each with its own metric and model selection.\n")
     for report in reports:
         text += [f"\n## {report.view.title}\n", *report_text(report, folder, diagnose, level="###")]
     return text
@@ -688,7 +845,7 @@ def folder_text(reports: list[Report], folder: Path, diagnose: bool) -> list[str
 
 def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##") -> list[str]:
     """The tables of one report, their sections headed at ``level``."""
-    text = [report.caption() + "\n", markdown(main_table(report)),
+    text = [md(report.caption()) + "\n", markdown(main_table(report)),
             f"\nSource test {report.metric} at the same checkpoints, wall time per run (with its pretraining stage, "
             "if any), and fine-tuning seconds per step "
             "(from each run's own clock: compare only runs made under the same load).\n",
@@ -696,8 +853,8 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
     paired = paired_table(report)
     if len(paired) > 1:
         text += [f"\n{level} Seed by seed against ERM\n", "Target score minus ERM's with the same seed on the same "
-                 "pair (seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; from "
-                 "3 seeds up), and "
+                 f"pair (seeds that both ran once): the mean, its 95% confidence interval (Student's t over the seeds; "
+                 f"from {MIN_SEEDS_FOR_INTERVAL} seeds up), and "
                  "how many seeds came out above ERM. Runs that share a seed share their initial weights and batch "
                  "order, so these differences are less noisy than the gain in the first table. An interval that "
                  "contains 0 means these seeds cannot tell the strategy from ERM.\n", markdown(paired)]
@@ -706,27 +863,64 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
                  "at the same checkpoints as above.\n", markdown(shift_table(report))]
     if report.left_out:
-        text += [f"\n{level} Not averaged in\n", markdown(left_out_table(report, folder))]
+        text += [f"\n{level} Not averaged in\n", markdown(left_out_table(report, folder), left=4)]
+    return text
+
+
+def figures_text(report: Report, written: dict[str, Path], level: str) -> list[str]:
+    """The figures of ``report`` that were written: a section per kind with its caption, then each figure as a
+    line naming it and the image, linked by its file name (report.md sits next to its figures, so the links work
+    wherever the folder goes, GitHub included)."""
+    what, tag = f"{report.metric}{report.view.note}", report.view.figure_tag
+    curves = [(pair, written[name]) for pair in report.pairs
+              if (name := plots.learning_curves_name(pair, tag)) in written]
+    matrices = [(row, written[name]) for row in report.rows
+                if (name := plots.transfer_matrix_name(row, tag)) in written]
+    text = []
+    if curves:
+        text += [f"\n{level} Learning curves\n", (f"Source validation {md(what)} (left) and target test {md(what)} "
+                 "(right) at every evaluation during training, one line per row of the table (its number of runs in "
+                 "the legend), mean over its seeds; a step is one optimizer update.\n")]
+        text += [f"**{md(pair)}**\n\n![Learning curves, {md(pair)}]({path.name})\n" for pair, path in curves]
+    if matrices:
+        text += [f"\n{level} Transfer matrices\n", (f"Test {md(what)} of each row's single-source runs, mean over "
+                 "seeds: a row per source domain, a column per domain scored; the diagonal is the source's own test "
+                 "split (in-domain). One colour scale for every matrix below.\n")]
+        text += [f"**{md(row)}**\n\n![Transfer matrix, {md(row)}]({path.name})\n" for row, path in matrices]
     return text
 
 
 def write_reports(folder: str | Path, criterion: str | None = None, metric: str | None = None,
-                  out_dir: str | Path | None = None, diagnose: bool = False) -> list[Report]:
+                  out_dir: str | Path | None = None, diagnose: bool = False,
+                  command: str | None = None) -> list[Report]:
     """Build the report of every run below ``folder``, one per task, and write their files; returns them.
 
-    ``criterion`` and ``metric`` default to each task's own (``TASKS``). Everything that can fail (reading, the
-    checks of --metric and --selection, diagnostics, the checks on the report folder) comes before the first
-    write, so a refused report leaves nothing behind."""
+    ``criterion`` and ``metric`` default to each task's own (``TASKS``). ``command`` is the command line that
+    made the report, for its provenance header (default: the ``xdt report`` command of these arguments).
+    Everything that can fail (reading, the checks of --metric and --selection, diagnostics, the checks on the
+    report folder) comes before the first write, so a refused report leaves nothing behind."""
+    title = str(folder)
+    command = command or report_command(folder, criterion, metric, out_dir, diagnose)
     folder = Path(folder).expanduser().resolve()
     reports = build_reports(find_runs(folder), criterion, metric)
     out = Path(out_dir) if out_dir else folder / "report"
-    text = folder_text(reports, folder, diagnose)
+    text = folder_text(reports, folder, diagnose, title, command)
     check_out(out, [*REPORT_FILES, *(name for r in reports for name in plots.figure_names(r))],
               given=out_dir is not None)
     out.mkdir(parents=True, exist_ok=True)
-    figures = [figure for r in reports for figure in plots.learning_curves(r, out) + plots.transfer_matrices(r, out)]
-    text += ["\n## Figures\n", "".join(f"- `{f.name}`\n" for f in figures)]
-    atomic_write_text(out / "report.md", "\n".join(text))
+    colours = plots.row_colours([row for report in reports for row in report.rows])
+    figures = []
+    text.append("\n## Figures\n")
+    for report in reports:
+        written = [*plots.learning_curves(report, out, colours), *plots.transfer_matrices(report, out)]
+        figures += written
+        level = "###" if len(reports) == 1 else "####"
+        if len(reports) > 1 and written:
+            text.append(f"\n### {report.view.title}\n")
+        text += figures_text(report, {path.name: path for path in written}, level)
+    if not figures:
+        text.append("No figures: no run has scores to draw.\n")
+    atomic_write_text(out / "report.md", re.sub(r"\n{3,}", "\n\n", "\n".join(text)))  # one blank line between blocks
     atomic_write_text(out / "report.csv", csv_text(reports))
     for report in reports:
         show(report, folder, titled=len(reports) > 1)
@@ -735,10 +929,10 @@ def write_reports(folder: str | Path, criterion: str | None = None, metric: str 
 
 
 def write_report(folder: str | Path, criterion: str | None = None, metric: str | None = None,
-                 out_dir: str | Path | None = None, diagnose: bool = False) -> Report:
+                 out_dir: str | Path | None = None, diagnose: bool = False, command: str | None = None) -> Report:
     """:func:`write_reports` for a folder of one task: its report. (A folder of several tasks is written whole;
     this returns its first table's report, sequence classification before token classification.)"""
-    return write_reports(folder, criterion, metric, out_dir, diagnose)[0]
+    return write_reports(folder, criterion, metric, out_dir, diagnose, command)[0]
 
 
 def show(report: Report, folder: Path, titled: bool = False) -> None:
@@ -772,4 +966,5 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--diagnose", action="store_true",
                         help="add proxy A-distance and vocabulary overlap per pair (loads every domain's text)")
     args = parser.parse_args(argv)
-    write_reports(args.folder, args.selection, args.metric, args.out, args.diagnose)
+    write_reports(args.folder, args.selection, args.metric, args.out, args.diagnose,
+                  command=shlex.join(["xdt", "report", *argv]))

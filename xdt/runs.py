@@ -386,6 +386,47 @@ def _stages(runs: list[Run]) -> set[Path]:
     return stages
 
 
+def launch_overrides(folder: str | Path, runs: list[Run],
+                     limit: int = 8) -> tuple[list[tuple[Path, str, list[str]]], int]:
+    """The command-line overrides that made ``runs``, as Hydra saved them: a sweep's ``multirun.yaml``
+    (``hydra.overrides.task``, the overrides as typed, comma lists included) for runs that are jobs of a sweep,
+    a single run's ``.hydra/overrides.yaml`` for the others. Returns up to ``limit`` (folder, the file read,
+    overrides), and how many more there were.
+
+    Read as plain YAML (nothing resolved), and only regular files inside ``folder``; a file that is missing, too
+    large, a link, or not of that shape is passed over: these lines describe the runs, they are not needed."""
+    inside = Path(folder).resolve()
+    found: dict[Path, tuple[str, list[str]]] = {}
+    for run in runs:
+        sweep = run.path.parent
+        if sweep in found:
+            continue
+        overrides = _saved_overrides(sweep / "multirun.yaml", inside, ("hydra", "overrides", "task"))
+        if overrides is not None:
+            found[sweep] = ("multirun.yaml", overrides)
+        elif (overrides := _saved_overrides(run.path / ".hydra" / "overrides.yaml", inside, ())) is not None:
+            found[run.path] = (".hydra/overrides.yaml", overrides)
+    listed = [(path, file, overrides) for path, (file, overrides) in sorted(found.items())]
+    return listed[:limit], max(len(listed) - limit, 0)
+
+
+def _saved_overrides(path: Path, inside: Path, keys: tuple[str, ...]) -> list[str] | None:
+    """The list of strings at ``keys`` in the YAML file ``path``, or None (see :func:`launch_overrides`)."""
+    try:
+        if path.is_symlink() or not path.is_file() or not path.resolve().is_relative_to(inside):
+            return None
+        if path.stat().st_size > 1_000_000:
+            return None
+        node = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return None
+    for key in keys:
+        node = node.get(key) if isinstance(node, dict) else None
+    if not isinstance(node, list) or not all(isinstance(item, str) for item in node):
+        return None
+    return node
+
+
 def find_runs(folder: str | Path) -> list[Run]:
     """Every training run folder at or below ``folder``, in path order (damaged ones included)."""
     folder = Path(folder).expanduser()
