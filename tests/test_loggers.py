@@ -354,6 +354,34 @@ def test_an_mlflow_server_that_does_not_answer_refuses_the_run_before_config_yam
         train(smoke("logger=mlflow"), tmp_path / "run2")
 
 
+def test_an_mlflow_database_in_a_missing_folder_is_refused_before_config_yaml(smoke, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    with pytest.raises(XdtError, match=rf"logger\.mlflow\.tracking_uri={uri}: the folder {tmp_path / 'nowhere'} does "
+                                       r"not exist, so MLflow cannot create its database there"):
+        train(smoke("logger=mlflow", f"logger.mlflow.tracking_uri={uri}"), tmp_path / "run")
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_a_tracker_that_cannot_start_stops_the_run_before_its_first_step_and_keeps_it(smoke, tmp_path,
+                                                                                        monkeypatch):
+    from mlflow.exceptions import MlflowException
+
+    def locked(*args, **kwargs):
+        raise MlflowException("database is locked")
+
+    run = tmp_path / "run"
+    start_run = mlflow.start_run
+    monkeypatch.setattr(mlflow, "start_run", locked)
+    with pytest.raises(XdtError, match=rf"logger\.mlflow: MLflow could not start a run \(database is locked\); the "
+                                       rf"run is kept and has not trained further: once MLflow works, continue it "
+                                       rf"with resume={run}"):
+        train(smoke("logger=mlflow", "max_steps=2", "eval_interval=2"), run)
+    assert (run / "config.yaml").is_file() and (run / "failed").is_file() and not (run / "metrics.jsonl").exists()
+    monkeypatch.setattr(mlflow, "start_run", start_run)
+    assert train(smoke(f"resume={run}"), tmp_path / "ignored")["steps"] == 2
+    assert (run / "done").is_file() and not (run / "failed").exists()
+
+
 def test_any_http_answer_counts_as_a_server():
     """A server that answers with an error (a login page, a 404 at its root) is there: the run goes ahead."""
     class NotFound(http.server.BaseHTTPRequestHandler):

@@ -148,9 +148,16 @@ def check_experiment_name(name: object) -> None:
 def check_tracking_uri(uri: str, key: str) -> None:
     """An MLflow server must answer before the run starts (a dashboard missing hours of a sweep costs more than
     a refusal at start-up); any HTTP answer counts, an error status included (a login page is a server)."""
-    scheme = urlparse(uri).scheme
-    if scheme not in ("http", "https"):
-        return  # a database or file store: MLflow opens (or creates) it when the run starts, and says what fails
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and parsed.path.startswith("/"):
+        folder = Path(parsed.path[1:]).parent  # sqlite:///<relative path>, sqlite:////<absolute path>
+        if not folder.is_dir():
+            raise XdtError(f"{key}={uri}: the folder {folder} does not exist, so MLflow cannot create its database "
+                           f"there; create it, or set logger.mlflow.tracking_uri=null to record into {MLFLOW_DB} "
+                           f"beside the runs")
+        return
+    if parsed.scheme not in ("http", "https"):
+        return  # another database or store: MLflow opens it when the run starts, and says what fails
     try:
         with urllib.request.urlopen(uri, timeout=SERVER_TIMEOUT_S):
             pass
@@ -273,6 +280,8 @@ class _Guarded:
     name: str
     key: str
     label: str
+    run_dir: Path  # for messages
+    main_process_only = True  # Accelerate's W&B tracker says False; only the main process logs
     started = False
     broken = False
     resumed = False  # continuing a tracker run an earlier segment of this run began
@@ -289,8 +298,6 @@ class _Guarded:
         """Where this tracker's run is, for the log."""
         return ""
 
-    main_process_only = True  # Accelerate's W&B tracker says False; only the main process logs
-
     @on_main_process
     def start(self) -> None:
         try:
@@ -298,8 +305,9 @@ class _Guarded:
         except XdtError:
             raise
         except Exception as error:  # noqa: BLE001  (whatever the tracker raises, the user gets one message)
-            raise XdtError(f"{self.key}: {self.label} could not start a run ({_first_line(error)}); fix that, or "
-                           f"leave the tracker out, and continue the run with resume=<run folder>") from None
+            raise XdtError(f"{self.key}: {self.label} could not start a run ({_first_line(error)}); the run is kept "
+                           f"and has not trained further: once {self.label} works, continue it with "
+                           f"resume={self.run_dir}") from None
         self.started = True
 
     def _start(self) -> None:
@@ -492,6 +500,8 @@ class Tracking:
         self.names = chosen(cfg)
         self.identity = identity(self.run_dir, stage_of) if self.names else None
         self.trackers: list[_Guarded] = [self.BUILDERS[name](self) for name in self.names]
+        for tracker in self.trackers:
+            tracker.run_dir = self.run_dir
         self.accelerator = None
 
     @property
