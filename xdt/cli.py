@@ -23,6 +23,8 @@ commands:
   train   fine-tune on source domain(s), evaluate on target domain(s)   (xdt train --help)
   pretrain  language-model (masked or causal) training on domain text, perplexity per domain (xdt pretrain --help)
   eval    re-evaluate a saved run on any domain: xdt eval run_dir=<run folder> [target_domain=<name>]
+  predict label a file of texts with a saved run: xdt predict run_dir=<run folder> input=<csv|tsv|jsonl|txt>
+  export  a saved run as a folder plain transformers loads: xdt export run_dir=<run folder> out=<folder>
   report  tables and plots of every run below a folder: xdt report <folder> [--selection CRITERION]
 
 Overrides are Hydra's: group=option (model=tiny), key=value (max_steps=200), -m for sweeps.
@@ -67,10 +69,24 @@ def _eval(cfg: DictConfig) -> None:
     evaluate_run(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-COMMANDS = {"train": _train, "pretrain": _train, "eval": _eval}
+@_errors_as_one_message
+def _predict(cfg: DictConfig) -> None:
+    from xdt.predict import predict_command
+
+    predict_command(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-PATH_KEYS = ("run_dir", "resume", "model.init_from", "hydra.run.dir")  # one folder each, never swept
+@_errors_as_one_message
+def _export(cfg: DictConfig) -> None:
+    from xdt.export import export_command
+
+    export_command(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+COMMANDS = {"train": _train, "pretrain": _train, "eval": _eval, "predict": _predict, "export": _export}
+
+
+PATH_KEYS = ("run_dir", "resume", "model.init_from", "hydra.run.dir", "input", "output", "out")  # paths, never swept
 HYDRA_SPECIAL = set("=,[]{}()'\" ")
 
 

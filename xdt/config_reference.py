@@ -172,7 +172,8 @@ def markdown(config_dir: Path = CONFIG_DIR) -> str:
              "configs/*.yaml, so edit those (tests/test_config_reference.py fails while the page is stale).",
              "`xdt <command> --help` prints the same tables, after the config groups (`model=`, `strategy=`, ...).",
              "Override any key with `key=value`.", ""]
-    for heading, command in (("xdt train", "train"), ("xdt eval", "eval")):
+    for heading, command in (("xdt train", "train"), ("xdt eval", "eval"), ("xdt predict", "predict"),
+                             ("xdt export", "export")):
         lines += [f"## {heading}", ""]
         for number, (title, settings) in enumerate(sections(command, config_dir)):
             if number:
