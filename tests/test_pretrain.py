@@ -11,13 +11,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import compose_config, run_xdt
+from omegaconf import OmegaConf
+
+from conftest import CONFIG_DIR, compose_config, run_xdt
 from xdt import checkpoint
 from xdt.errors import XdtError
 from xdt.models import build_classifier, load_tokenizer
 from xdt.runs import find_runs
 from xdt.sweep import _same_config
-from xdt.train import train
+from xdt.train import pretraining_config, train
 
 
 @pytest.fixture
@@ -84,6 +86,16 @@ def test_pipeline_pretrains_then_fine_tunes_in_two_folders(smoke, tmp_path):
     assert result["init_from"] == str(stage.resolve()) and result["pretrain_wall_time_s"] == pre["wall_time_s"]
     assert [r.path for r in find_runs(tmp_path)] == [tmp_path / "run"]  # the stage is not a row of a report
     assert _same_config(cfg, tmp_path / "run" / "config.yaml")  # a re-launched sweep knows the job as its own
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("tapt_*.yaml")))
+def test_shipped_pretraining_presets_compose_with_their_group_settings(preset, smoke):
+    # A pretrain: section may set keys that come from config groups (optimizer, hardware, logger): the tapt
+    # presets set pretrain.optimizer.lr, which a check against train.yaml's own keys once refused.
+    stage = pretraining_config(smoke(f"experiment={preset}"))
+    preset_lr = OmegaConf.load(CONFIG_DIR / "experiment" / f"{preset}.yaml").pretrain.optimizer.lr
+    assert stage.optimizer.lr == preset_lr and stage.optimizer._target_ == "torch.optim.AdamW"
+    assert list(stage.source_domain) == ["fdu_MR" if "MR" in preset else "fdu_baby"]
 
 
 def test_cut_off_pretraining_resumes_to_the_same_result(lm_smoke, tmp_path):

@@ -111,7 +111,9 @@ def pretraining_config(cfg: DictConfig) -> DictConfig:
     # What xdt pretrain composes: train.yaml's settings, the language-modeling task's (a global package), erm.
     base = OmegaConf.merge(_settings("train"), _settings("task/language_modeling"),
                            {"strategy": _settings("strategy/erm")})
-    unknown = sorted(key for key in settings if key not in base)
+    # Keys filled from config groups (optimizer, hardware, logger) are not in the files read above, but a
+    # section may set them like any shared setting.
+    unknown = sorted(key for key in settings if key not in base and key not in SHARED_KEYS)
     if unknown:
         raise XdtError(f"pretrain.{unknown[0]} is not a setting of xdt pretrain (settings such as objective belong to "
                        f"the task: pretrain.task.objective)")
