@@ -151,6 +151,15 @@ def test_a_varying_setting_labels_its_rows_as_typed_on_the_command_line(tmp_path
     assert labels == {tmp_path / "plain": "erm average_from=null", tmp_path / "averaged": "erm average_from=0.5"}
 
 
+def test_the_tracker_a_run_logged_to_is_not_a_setting_of_its_experiment(tmp_path):
+    def run(name: str, logger: dict) -> Run:
+        config = {"model": {"name": "tiny"}, "strategy": {"_target_": "xdt.strategies.erm.ERM"}, "seed": 0,
+                  "logger": logger}
+        return Run(tmp_path / name, config, [], {"strategy": "erm"}, None)
+    labels = row_labels([run("quiet", {}), run("watched", {"tensorboard": {"flush_secs": 5}})])
+    assert set(labels.values()) == {"erm"}
+
+
 def test_each_row_is_compared_with_the_erm_row_that_shares_its_settings(tmp_path):
     """Two ERM rows (with and without weight averaging): each row's reference is the ERM row with its own
     average_from; a LoRA row, whose model differs only in PEFT, is compared with full fine-tuning."""

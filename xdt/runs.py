@@ -37,7 +37,7 @@ from xdt.run_files import CONFIG, DONE, FAILED, RECORDS, RESULT, RUN_FILES
 
 # Config keys that never make two runs different experiments (where files live, how a run is resumed,
 # what is logged), and the keys that rows and columns already name.
-NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "target_domain", "hardware",
+NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "target_domain", "hardware", "logger",
                 "eval_batch_size", "log_interval", "track_targets", "debug", "experiment", "model.name",
                 "model.peft", "model.name_or_path", "model.init_from")
 # Keys of a domain's config that say where files live on one machine, not which data it is.
