@@ -188,7 +188,7 @@ def test_report_md_opens_with_its_provenance(grid):
     assert "device=cpu, mixed_precision=no (16 runs)" in head
     assert "- **Overrides of grid** (its multirun.yaml" in head
     assert "`strategy=erm,dann,coral,mmd seed=0,1,2 source_domain=syn_books`" in head
-    assert "record no xdt version or commit" in head  # nothing is made up for the runs
+    assert "record no xdt commit" in head  # nothing is made up for the runs
 
 
 def test_a_report_made_from_python_names_the_equivalent_command(grid, tmp_path):
@@ -245,3 +245,15 @@ def test_each_row_keeps_its_colour_in_every_figure(grid, monkeypatch):
     assert len(set(style.values())) == len(style)  # no two rows look alike
     for figure in matrices:
         assert figure["title"].startswith("Transfer matrix, ") and figure["labels"][0][0].startswith("evaluated on")
+
+
+def test_the_runs_code_is_the_commit_they_recorded_not_the_reports(tmp_path):
+    from xdt.report import runs_code
+    from xdt.runs import Run
+
+    def run(name: str, result: dict | None) -> Run:
+        return Run(tmp_path / name, {}, [], result, None)
+    commit = "a" * 40
+    assert "record no xdt commit" in runs_code([run("old", {"strategy": "erm"})])
+    line = runs_code([run("a", {"xdt": {"commit": commit}}), run("b", {"xdt": {"commit": commit}}), run("old", {})])
+    assert f"{commit} (2 runs)" in line and "not recorded (1 run)" in line

@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import xdt
 from conftest import DATA_DIR, compose_config, needs_fdu, run_xdt
 from xdt import checkpoint
 from xdt.hooks import WeightAverage
@@ -49,6 +50,9 @@ def test_tiny_run_writes_every_file_and_domain(smoke, tmp_path):
     assert saved["transfer_gap"]["syn_dvd"] == pytest.approx(gap)
     assert saved["selection"]["criterion"] == "source_val" and saved["steps"] == 12
     assert saved["wall_time_s"] > 0 and saved["train_samples_per_s"] > 0
+    # The code and machine that made it, so a published figure names them (this test runs from a checkout).
+    assert saved["xdt"]["version"] == xdt.__version__ and re.match(r"[0-9a-f]{40}", saved["xdt"]["commit"])
+    assert "cores" in saved["machine"]
     lines = records(run)
     assert [r["step"] for r in lines] == [6, 12]
     assert set(lines[0]["eval"]) == expected  # every split scored at every evaluation (track_targets)

@@ -32,7 +32,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from xdt import checkpoint
+from xdt import checkpoint, provenance
 from xdt.atomic import atomic_write_json, atomic_write_text
 from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, positive, \
     target_class
@@ -436,7 +436,8 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
               "selected_step": chosen, "steps": state.step, "stopped_early": stopped_early,
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
               f"train_{training.task.unit}_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
-              "parameters": {"trainable": trainable, "total": total}, **task_result}
+              "parameters": {"trainable": trainable, "total": total}, **task_result,
+              "xdt": provenance.code_version(), "machine": provenance.machine()}
     if cfg.model.get("init_from"):  # the run started from another run's weights: say which, and what they cost
         result["init_from"] = cfg.model.init_from
         result["pretrain_wall_time_s"] = earlier_wall_time(Path(cfg.model.init_from))

@@ -51,11 +51,9 @@ import csv
 import io
 import math
 import os
-import platform
 import re
 import shlex
 import statistics
-import subprocess
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -70,6 +68,7 @@ from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
 from xdt.metrics import ENTITY_METRIC_NAMES, METRIC_NAMES
+from xdt.provenance import git_commit, machine
 from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs, launch_overrides
 
 ARROW = "→"
@@ -723,72 +722,12 @@ def check_out(out: Path, names: list[str], given: bool) -> None:
 
 # ---- provenance: what made this report, where and when ----------------------------------------------------------
 
-GIT_TIMEOUT_S = 5
-
-
 def report_command(folder: str | Path, criterion: str | None, metric: str | None, out_dir: str | Path | None,
                    diagnose: bool) -> str:
     """The ``xdt report`` command line that makes the same report (for reports made from Python)."""
     args = [str(folder), *(["--selection", criterion] if criterion else []), *(["--metric", metric] if metric else []),
             *(["--out", str(out_dir)] if out_dir else []), *(["--diagnose"] if diagnose else [])]
     return shlex.join(["xdt", "report", *args])
-
-
-def git_commit() -> str:
-    """The commit of the git checkout xdt is imported from (``git rev-parse HEAD``, with ``+ uncommitted changes in
-    xdt/`` when the package's files differ from it), or "unknown": not a checkout (an installed wheel), no git, or
-    git slower than a few seconds. A checkout counts only if its ``xdt/`` is this package, so an installed copy
-    inside some other repository (a virtual environment in a checkout) is not given that repository's commit."""
-    package = Path(xdt.__file__).resolve().parent
-    git = ["git", "-c", "core.fsmonitor=false", "-C", str(package)]
-    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}  # read only: git status may not even refresh the index
-    try:
-        found = subprocess.run([*git, "rev-parse", "--show-toplevel", "HEAD"], check=False, capture_output=True,
-                               text=True, timeout=GIT_TIMEOUT_S, env=env, stdin=subprocess.DEVNULL)
-        top, commit = found.stdout.splitlines()
-        if found.returncode != 0 or (Path(top) / "xdt").resolve() != package or not re.fullmatch(r"[0-9a-f]{40}",
-                                                                                                  commit):
-            return "unknown"
-        changed = subprocess.run([*git, "status", "--porcelain", "--untracked-files=no", "--", "."], check=False,
-                                 capture_output=True, text=True, timeout=GIT_TIMEOUT_S, env=env,
-                                 stdin=subprocess.DEVNULL)
-    except (OSError, ValueError, subprocess.SubprocessError):
-        return "unknown"
-    return commit + (" + uncommitted changes in xdt/" if changed.returncode == 0 and changed.stdout.strip() else "")
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux: /proc/cpuinfo), or what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown CPU"
-
-
-def gpu_names() -> str:
-    """The GPUs torch sees (``2 x NVIDIA H200``), or why none is listed. torch is imported only if installed."""
-    import importlib.util
-    try:
-        if importlib.util.find_spec("torch") is None:
-            return "no GPU listed (torch is not installed)"
-        import torch
-
-        if torch.cuda.is_available():
-            names = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-            return ", ".join(f"{names.count(n)} x {n}" if names.count(n) > 1 else n for n in dict.fromkeys(names))
-        mps = getattr(torch.backends, "mps", None)
-        return "Apple MPS" if mps is not None and mps.is_available() else "no GPU (torch sees no CUDA device)"
-    except Exception as error:  # a broken driver must not stop a report  # noqa: BLE001
-        return f"unknown ({type(error).__name__})"
-
-
-def machine() -> str:
-    return (f"{platform.platform()}, Python {platform.python_version()}; {cpu_name()} ({os.cpu_count()} logical "
-            f"cores); {gpu_names()}")
 
 
 def run_hardware(runs: list[Run]) -> str:
@@ -800,6 +739,22 @@ def run_hardware(runs: list[Run]) -> str:
             key = f"device={hardware.get('device')}, mixed_precision={hardware.get('mixed_precision')}"
             counts[key] = counts.get(key, 0) + 1
     return "; ".join(f"{key} ({n} runs)" if n > 1 else f"{key} (1 run)" for key, n in counts.items())
+
+
+def runs_code(runs: list[Run]) -> str:
+    """The xdt commits the runs recorded in their metrics.json (``xdt.commit``), with counts; runs from before
+    xdt recorded it are counted apart, so the report's own commit is never passed off as theirs."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        code = (run.result or {}).get("xdt")
+        commit = code.get("commit") if isinstance(code, dict) else None
+        key = str(commit) if commit else "not recorded"
+        counts[key] = counts.get(key, 0) + 1
+    if set(counts) == {"not recorded"}:
+        return ("- **The runs' code:** their folders record no xdt commit, so the commit above is the report's, not "
+                "necessarily the one that trained them")
+    return "- **The runs' code** (their metrics.json): " + md("; ".join(f"{key} ({n} runs)" if n > 1 else
+                                                                       f"{key} (1 run)" for key, n in counts.items()))
 
 
 def provenance(command: str, folder: Path, reports: list[Report]) -> list[str]:
@@ -823,8 +778,7 @@ def provenance(command: str, folder: Path, reports: list[Report]) -> list[str]:
         lines.append(f"- **Overrides of {md(name)}** (its {md(file)}: the command line's, less hydra.\\*): {shown}")
     if more:
         lines.append(f"- ... and the overrides of {more} more sweeps or runs")
-    lines.append("- **The runs' code:** their folders record no xdt version or commit, so the commit above is the "
-                 "report's, not necessarily the one that trained them")
+    lines.append(runs_code(everything))
     return ["\n".join(lines) + "\n"]
 
 
