@@ -13,7 +13,8 @@ from xdt.config_reference import DOC, REGENERATE, logger_files, markdown, read_s
     undocumented
 
 FILES = [CONFIG_DIR / "train.yaml", CONFIG_DIR / "eval.yaml", CONFIG_DIR / "pretrain.yaml", *task_files(CONFIG_DIR),
-         *logger_files(CONFIG_DIR), CONFIG_DIR / "predict.yaml", CONFIG_DIR / "export.yaml"]
+         *logger_files(CONFIG_DIR), CONFIG_DIR / "predict.yaml", CONFIG_DIR / "export.yaml",
+         CONFIG_DIR / "features.yaml"]
 IDS = [str(path.relative_to(CONFIG_DIR)) for path in FILES]
 
 
@@ -88,7 +89,7 @@ def test_docs_page_is_what_the_generator_writes():
     assert (ROOT / DOC).read_text() == markdown(), f"{DOC} is stale: run {REGENERATE}"
 
 
-@pytest.mark.parametrize("command", ["train", "eval", "pretrain", "predict", "export"])
+@pytest.mark.parametrize("command", ["train", "eval", "pretrain", "predict", "export", "features"])
 def test_help_lists_every_setting(command, tmp_path):
     result = run_xdt(command, "--help", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
@@ -98,7 +99,7 @@ def test_help_lists_every_setting(command, tmp_path):
     for _, table in sections(command):
         for setting in table:
             assert f"\n{setting.key} " in settings or f"\n{setting.key}\n" in settings, setting.key
-    if command in ("train", "eval", "pretrain"):  # predict and export have no config groups and no data_dir
+    if command in ("train", "eval", "pretrain", "features"):  # predict and export have no groups, no data_dir
         assert "== Config groups ==" in text
         assert "${oc.env:XDT_DATA_DIR,data}" in settings  # shown verbatim, not resolved
 

@@ -13,8 +13,8 @@ and line, and checked as follows:
   option, key or value fails here.
 * The same commands *run in smoke form* when they need no network and their data is present: training with
   ``debug=smoke`` and its budget appended (tiny model, a few steps) in a temporary folder; ``xdt eval``,
-  ``predict``, ``export``, ``resume=`` and ``xdt report`` against a smoke run made here (their folder replaced),
-  through the command's own function in this process. The first example of each kind runs by default (see
+  ``predict``, ``export``, ``features``, ``resume=`` and ``xdt report`` against a smoke run made here (their folder
+  replaced), through the command's own function in this process. The first example of each kind runs by default (see
   ``DEFAULT_RUN_FAMILIES``); the others are marked ``slow``.
 * Commands that need the network (hub datasets or models, back-translation), a GPU, a launcher (``torchrun``,
   ``accelerate``, SLURM) or the user's own files are composed and checked only.
@@ -646,7 +646,7 @@ def _run_kind(example: Example) -> str | None:
 # on files (FDU-MTL) and of xdt eval; every example of the commands that only read the smoke run (a second or
 # two each), and every one that is the smoke run itself.
 DEFAULT_RUN_FAMILIES = {("train", "synthetic"), ("train", "files"), ("eval", "")}
-EVERY_EXAMPLE_RUNS = ("report", "predict", "export", "resume")
+EVERY_EXAMPLE_RUNS = ("report", "predict", "export", "features", "resume")
 
 
 def _run_cases() -> list:

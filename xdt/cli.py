@@ -25,6 +25,7 @@ commands:
   eval    re-evaluate a saved run on any domain: xdt eval run_dir=<run folder> [target_domain=<name>]
   predict label a file of texts with a saved run: xdt predict run_dir=<run folder> input=<csv|tsv|jsonl|txt>
   export  a saved run as a folder plain transformers loads: xdt export run_dir=<run folder> out=<folder>
+  features  maps of a run's features, source vs target (t-SNE/PCA, A-distance): xdt features run_dir=<run folder>
   report  tables and plots of every run below a folder: xdt report <folder> [--selection CRITERION]
 
 Overrides are Hydra's: group=option (model=tiny), key=value (max_steps=200), -m for sweeps.
@@ -83,7 +84,15 @@ def _export(cfg: DictConfig) -> None:
     export_command(cfg, Path(HydraConfig.get().runtime.output_dir))
 
 
-COMMANDS = {"train": _train, "pretrain": _train, "eval": _eval, "predict": _predict, "export": _export}
+@_errors_as_one_message
+def _features(cfg: DictConfig) -> None:
+    from xdt.features import features_command
+
+    features_command(cfg, Path(HydraConfig.get().runtime.output_dir))
+
+
+COMMANDS = {"train": _train, "pretrain": _train, "eval": _eval, "predict": _predict, "export": _export,
+            "features": _features}
 
 
 PATH_KEYS = ("run_dir", "resume", "model.init_from", "hydra.run.dir", "input", "output", "out")  # paths, never swept

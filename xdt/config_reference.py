@@ -173,7 +173,7 @@ def markdown(config_dir: Path = CONFIG_DIR) -> str:
              "`xdt <command> --help` prints the same tables, after the config groups (`model=`, `strategy=`, ...).",
              "Override any key with `key=value`.", ""]
     for heading, command in (("xdt train", "train"), ("xdt eval", "eval"), ("xdt predict", "predict"),
-                             ("xdt export", "export")):
+                             ("xdt export", "export"), ("xdt features", "features")):
         lines += [f"## {heading}", ""]
         for number, (title, settings) in enumerate(sections(command, config_dir)):
             if number:

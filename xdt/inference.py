@@ -213,8 +213,10 @@ class LoadedRun:
     # ---- the model's outputs ---------------------------------------------------------------------
 
     def _batches(self, encoded: list[list[int]], batch_size: int | None,
-                 on_batch: Callable[[int], None] | None = None):
-        """(indices, logits) per batch of ``encoded``, the longest first (padding is then small)."""
+                 on_batch: Callable[[int], None] | None = None,
+                 forward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None):
+        """(indices, logits) per batch of ``encoded``, the longest first (padding is then small); ``forward(ids,
+        mask)`` computes something else than the logits (:meth:`features`)."""
         size = int(batch_size or self.batch_size)
         if size < 1:
             raise XdtError(f"batch_size={size} is not valid: it must be a positive integer")
@@ -225,7 +227,8 @@ class LoadedRun:
             for start in range(0, len(order), size):
                 indices = order[start:start + size].tolist()
                 batch = collate([{"input_ids": encoded[i]} for i in indices])
-                logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
+                logits = (forward or self.model)(batch["input_ids"].to(self.device),
+                                                 batch["attention_mask"].to(self.device))
                 yield indices, logits.float().cpu()
                 if on_batch is not None:
                     on_batch(len(indices))
@@ -245,6 +248,24 @@ class LoadedRun:
         for indices, logits in self._batches(encoded, batch_size):
             for row, i in enumerate(indices):
                 out[i] = logits[row, firsts[i]].numpy()
+        return out
+
+    def features(self, texts: Sequence[str], batch_size: int | None = None) -> np.ndarray:
+        """The pooled features the alignment strategies compare across domains (the input of DANN's domain
+        discriminator, the covariances CORAL matches): the model's ``alignment_features``, shape (texts, hidden),
+        fp32. A token-classification run's are sentence features (the mean of the token states) of the texts'
+        words (split at whitespace), as it aligns them."""
+        if self.task == SEQUENCE_CLASSIFICATION:
+            encoded = self._encode(texts)
+        else:
+            encoded = self._encode_words([self._words(text)[0] for text in texts])[0]
+
+        def pooled(input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model.alignment_features({"input_ids": input_ids, "attention_mask": attention_mask})
+
+        out = np.zeros((len(encoded), self.model.encoder.config.hidden_size), dtype=np.float32)
+        for indices, features in self._batches(encoded, batch_size, forward=pooled):
+            out[indices] = features.numpy()
         return out
 
     def predict(self, texts: Sequence[str] | str, batch_size: int | None = None,
