@@ -234,3 +234,17 @@ def test_the_cli_prints_the_message_once_and_exits_1(run, tmp_path):
     assert result.stderr.count("no checkpoints") == 1, result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("xdt features: run_dir=")
     assert "no checkpoints" in (tmp_path / "cmd" / "failed").read_text()  # the command's folder says why
+
+
+def test_a_sweep_folder_stands_for_its_jobs(run, tmp_path):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    for name in ("10_strategy=erm,seed=1", "2_strategy=erm,seed=0"):  # job order, not text order
+        shutil.copytree(run, sweep / name)
+    (sweep / "multirun.yaml").write_text("{}\n")
+    assert features.run_dirs(str(sweep)) == [sweep / "2_strategy=erm,seed=0", sweep / "10_strategy=erm,seed=1"]
+    listed = f"['{sweep / '2_strategy=erm,seed=0'}','{sweep / '10_strategy=erm,seed=1'}']"  # as the cli hands it on
+    assert features.run_dirs(listed) == features.run_dirs(str(sweep))
+    summary = feature_maps(features_config(sweep, "method=pca", f"out={tmp_path / 'maps'}"), None)
+    assert [r["name"] for r in summary["runs"]] == ["erm (2_strategy=erm,seed=0)", "erm (10_strategy=erm,seed=1)"]
+    assert summary["side_by_side"] and len({r["figure"] for r in summary["runs"]}) == 2

@@ -215,8 +215,10 @@ def project(features: np.ndarray, method: str, seed: int, perplexity: float = 30
     """
     x = np.asarray(features, np.float64)
     if method == "pca":
+        import torch  # its LAPACK on its threads: numpy's BLAS threads fought torch's idle ones (seconds, not ms)
+
         centred = x - x.mean(0)
-        _, singular, axes = np.linalg.svd(centred, full_matrices=False)
+        _, singular, axes = (t.numpy() for t in torch.linalg.svd(torch.from_numpy(centred), full_matrices=False))
         axes = axes[:2]
         signs = np.sign(axes[np.arange(len(axes)), np.abs(axes).argmax(1)])
         axes = axes * signs[:, None]
