@@ -194,13 +194,15 @@ def tracking_uri(node: DictConfig, root: Path) -> str:
                f"sqlite:///{Path(root).resolve() / MLFLOW_DB}")
 
 
-def wandb_mode(setting: str | None) -> str | None:
-    """``logger.wandb.mode``, else None where ``$WANDB_MODE`` is set (wandb reads it), else online when W&B
-    has a key (``$WANDB_API_KEY``, or the entry ``wandb login`` writes into ~/.netrc), else offline."""
+def wandb_mode(setting: str | None) -> str:
+    """``logger.wandb.mode``, else ``$WANDB_MODE``, else online when W&B has a key (``$WANDB_API_KEY``, or the
+    entry ``wandb login`` writes into ~/.netrc), else offline. Always passed to ``wandb.init`` explicitly: wandb
+    reads ``$WANDB_MODE`` once per process, so a run after another one in the same process (a sweep, the tests)
+    would otherwise get the mode of the first."""
     if setting is not None:
         return str(setting)
     if os.environ.get("WANDB_MODE"):
-        return None
+        return os.environ["WANDB_MODE"]
     return "online" if wandb_logged_in() else "offline"
 
 
