@@ -58,10 +58,16 @@ def source_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
     stage = Path(run_dir) / SOURCE_DIR
     first = OmegaConf.merge(cfg, {"task": {"train_on": "source", "export_encoder": True, "source_stage": {}},
                                   "pretrain": None}, cfg.task.get("source_stage") or {})
-    if (stage / "config.yaml").is_file():  # cut off earlier (a re-launched sweep job): continue it
-        first.resume = str(stage)
     log.info("training on the source in %s, then fine-tuning on the target in %s", stage, run_dir)
-    engine.train(first, stage, stage_of=Path(run_dir))
+    return run_stage(cfg, first, stage, run_dir)
+
+
+def run_stage(cfg: DictConfig, stage_cfg: DictConfig, stage: Path, run_dir: Path) -> DictConfig:
+    """Train (or finish, if it was cut off: a re-launched sweep job) a stage of ``run_dir`` in its own folder
+    ``stage``, and return ``cfg`` starting from the stage's weights."""
+    if (stage / "config.yaml").is_file():
+        stage_cfg.resume = str(stage)
+    engine.train(stage_cfg, stage, stage_of=Path(run_dir))
     cfg = cfg.copy()
     cfg.model.init_from = str(stage.resolve())
     return cfg
@@ -74,13 +80,8 @@ def pretraining_stage(cfg: DictConfig, run_dir: Path) -> DictConfig:
         return cfg
     stage = Path(run_dir) / PRETRAIN_DIR
     pre = pretraining_config(cfg)
-    if (stage / "config.yaml").is_file():  # cut off earlier (a re-launched sweep job): continue it
-        pre.resume = str(stage)
     log.info("pretraining in %s, then fine-tuning in %s", stage, run_dir)
-    engine.train(pre, stage, stage_of=Path(run_dir))
-    cfg = cfg.copy()
-    cfg.model.init_from = str(stage.resolve())
-    return cfg
+    return run_stage(cfg, pre, stage, run_dir)
 
 
 def _domains(node: DictConfig | None) -> dict:

@@ -33,6 +33,15 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 
 
+def data_file(file: str, data_dir: str | None, key: str) -> Path:
+    """``file`` taken from ``data_dir`` when relative; a missing one is reported with that folder."""
+    path = Path(file).expanduser()
+    folder = Path(data_dir).expanduser() if data_dir else None
+    path = path if path.is_absolute() or folder is None else folder / path
+    readers.check_file(path, key, folder)
+    return path
+
+
 @dataclass
 class RawDomain:
     """A loaded domain: labeled splits with columns ``text`` and ``label`` (raw string labels), and
@@ -250,12 +259,7 @@ class SplitFilesDomain:
     label_map: dict | None = None
 
     def _path(self, file: str, key: str) -> Path:
-        """``file`` taken from ``data_dir`` when relative; a missing one is reported with that folder."""
-        path = Path(file).expanduser()
-        folder = Path(self.data_dir).expanduser() if self.data_dir else None
-        path = path if path.is_absolute() or folder is None else folder / path
-        readers.check_file(path, key, folder)
-        return path
+        return data_file(file, self.data_dir, key)
 
     def _labeled(self, file: str, key: str) -> Dataset:
         path = self._path(file, key)
@@ -391,11 +395,7 @@ class ConllDomain:
     label_map: dict | None = None
 
     def _path(self, file: str, key: str) -> Path:
-        path = Path(file).expanduser()
-        folder = Path(self.data_dir).expanduser() if self.data_dir else None
-        path = path if path.is_absolute() or folder is None else folder / path
-        readers.check_file(path, key, folder)
-        return path
+        return data_file(file, self.data_dir, key)
 
     def _split(self, file: str, key: str) -> Dataset:
         sentences = conll.read_conll(self._path(file, key), self.encoding, key, int(self.token_column),
