@@ -174,6 +174,15 @@ def test_joint_training_masks_each_domains_tags_and_selects_on_target_dev(ner, t
         "person", "location", "organisation", "misc"}
 
 
+def test_joint_training_repeats_the_small_target_split(ner, tmp_path, caplog):
+    """CrossNER's joint training repeats the target's few train sentences so the news ones do not drown them."""
+    with caplog.at_level(logging.INFO, logger="xdt"):
+        result = train(ner("task.train_on=both", "task.target_repeats=3"), tmp_path / "run")
+    assert result["target_repeats"] == 3
+    assert "crossner_politics 18 sentences as 54" in caplog.text
+    assert "(batch 4, 72 source examples)" in caplog.text  # 18 news + 3 x 18 politics
+
+
 def test_source_then_target_fine_tunes_the_source_runs_encoder_with_a_new_head(ner, tmp_path):
     run = tmp_path / "run"
     result = train(ner("task.train_on=source_then_target", "task.source_stage={max_steps: 3, eval_interval: 3}"),
@@ -210,6 +219,7 @@ def test_a_cut_off_ner_run_resumes_to_the_same_metrics(ner, tmp_path):
 @pytest.mark.parametrize("overrides, message", [
     (["strategy=mtl"], r"strategy=mtl cannot serve task=token_classification"),
     (["task.train_on=sideways"], r"task\.train_on='sideways' is not valid"),
+    (["task.train_on=both", "task.target_repeats=0"], r"task\.target_repeats=0 is not valid"),
     (["selection=entropy"], r"selection=entropy: task=token_classification selects on"),
 ])
 def test_settings_that_do_not_fit_token_classification_are_refused(ner, tmp_path, overrides, message):
