@@ -179,3 +179,19 @@ def test_each_row_is_compared_with_the_erm_row_that_shares_its_settings(tmp_path
         "coral": "erm average_from=null", "erm+lora": "erm average_from=null"}
     mixed = {**by_row, "coral": runs("coral", "coral", None) + runs("coral_avg", "coral", 0.5)}
     assert "coral" not in erm_references(mixed)  # its runs disagree on the setting: no single reference
+
+
+def test_a_pretraining_stage_is_compared_with_plain_fine_tuning(tmp_path):
+    """DAPT/TAPT is a remedy like a strategy: an ERM row with a language-model stage is compared with the ERM row
+    without one (not with itself), and so is a strategy's row, with or without the stage."""
+    def runs(name: str, strategy: str, pretrain: dict | None) -> list[Run]:
+        config = {"model": {"name": "tiny", "peft": "none"},
+                  "strategy": {"_target_": f"xdt.strategies.{strategy}.X"}, "pretrain": pretrain}
+        return [Run(tmp_path / f"{name}-{seed}", {**config, "seed": seed}, [], {"strategy": strategy}, None)
+                for seed in (0, 1)]
+    dapt = {"text_from": "target", "max_steps": 200}
+    by_row = {"erm plain": runs("erm", "erm", None), "erm dapt": runs("erm_dapt", "erm", dapt),
+              "dann plain": runs("dann", "dann", None), "dann dapt": runs("dann_dapt", "dann", dapt)}
+    assert erm_references(by_row) == {row: "erm plain" for row in by_row}
+    only_dapt = {"erm dapt": by_row["erm dapt"], "dann dapt": by_row["dann dapt"]}
+    assert erm_references(only_dapt) == {row: "erm dapt" for row in only_dapt}  # no plain ERM: as before

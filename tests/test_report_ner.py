@@ -204,6 +204,25 @@ def test_the_protocol_labels_every_row_and_picks_the_erm_reference(tmp_path):
     assert dann_line.endswith("| - |")  # no gain over ERM: no ERM row of its protocol
 
 
+def test_a_setting_that_varies_only_with_the_protocol_is_not_in_the_labels(tmp_path):
+    """The fine-tuning preset's own budget (max_steps=200 against 600) is part of the protocol, not a row setting;
+    a setting that varies within a protocol (a longer fine-tuning) still shows."""
+    folder = tmp_path / "runs"
+    write_ner_run(folder / "zero-shot", ner_config("source", max_steps=600))
+    write_ner_run(folder / "joint", ner_config("both", max_steps=600))
+    write_ner_run(folder / "fine-tune", ner_config("target", max_steps=200))
+    write_ner_run(folder / "fine-tune-longer", ner_config("target", max_steps=400, seed=1))
+    report = write_report(folder)
+    assert sorted(report.rows) == ["erm max_steps=200 task.train_on=target", "erm max_steps=400 task.train_on=target",
+                                   "erm max_steps=600 task.train_on=both", "erm max_steps=600 task.train_on=source"]
+    fewer = tmp_path / "fewer"
+    for name in ("zero-shot", "joint", "fine-tune"):
+        write_ner_run(fewer / name, ner_config({"zero-shot": "source", "joint": "both", "fine-tune": "target"}[name],
+                                                    max_steps=200 if name == "fine-tune" else 600))
+    assert sorted(write_report(fewer).rows) == ["erm task.train_on=both", "erm task.train_on=source",
+                                                     "erm task.train_on=target"]
+
+
 def test_the_source_stage_of_a_fine_tuning_run_is_not_a_row(tmp_path):
     """source_then_target trains its source stage in <run>/source, a run folder of its own: the run counts its time,
     and it is not a zero-shot row (found by model.init_from's name, though the folder has moved since)."""

@@ -309,8 +309,9 @@ def row_labels(runs: list[Run]) -> dict[Path, str]:
 
 def label_keys(settings: list[dict[str, object]], protocols: list[str]) -> list[str]:
     """The keys a group's row labels show: the protocol keys that vary in the table, and the settings that vary
-    in the group, less the task's settings that vary only alongside the protocol (``task.source_stage`` is read
-    by source_then_target alone: null in the other protocols' runs says nothing the protocol does not)."""
+    in the group, less those that vary only alongside the protocol: they are the protocol's own (its preset's
+    ``max_steps``, ``task.source_stage`` read by source_then_target alone) and say nothing the protocol does not;
+    the report's header lists every run's overrides."""
     varying = varying_keys(settings)
     if not protocols:
         return varying
@@ -318,7 +319,7 @@ def label_keys(settings: list[dict[str, object]], protocols: list[str]) -> list[
     for one in settings:
         by_protocol[tuple(repr(one.get(key)) for key in protocols)].append(one)
     within = {key for members in by_protocol.values() for key in varying_keys(members)}
-    return sorted({*protocols, *(key for key in varying if key in within or not key.startswith("task."))})
+    return sorted({*protocols, *(key for key in varying if key in within)})
 
 
 def not_averaged(run: Run) -> str | None:
@@ -483,16 +484,22 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
 
     Where that model has several ERM rows (they differ in a setting such as ``average_from``), a row is
     compared with the one that shares its value of every such setting; a row that fits none or several
-    gets no reference, since the reference would be a guess.
+    gets no reference, since the reference would be a guess. A language-model stage (``pretrain.*``, DAPT or
+    TAPT) is a remedy like a strategy: where ERM rows without one exist, every row is compared with those, so a
+    DAPT row shows what pretraining gained over plain fine-tuning.
     """
     settings = {row: [run.settings() for run in runs] for row, runs in by_row.items()}
     erm_rows: dict[str, list[str]] = defaultdict(list)  # model -> its ERM rows
     for row, runs in by_row.items():
         if runs[0].strategy == "erm":
             erm_rows[runs[0].model].append(row)
+    for model, rows in erm_rows.items():
+        plain = [r for r in rows if not any(_is_remedy(k) and v is not None for one in settings[r] for k, v in one.items())]
+        erm_rows[model] = plain or rows
     protocols = [key for key in varying_keys([one for ones in settings.values() for one in ones])
                  if key in PROTOCOL_KEYS]  # compared only within one protocol, even where ERM ran in one only
-    varying = {model: sorted({*varying_keys([one for r in rows for one in settings[r]]), *protocols})
+    varying = {model: sorted({*(k for k in varying_keys([one for r in rows for one in settings[r]])
+                                if not _is_remedy(k)), *protocols})
                for model, rows in erm_rows.items()}
     references = {}
     for row, runs in by_row.items():
@@ -502,6 +509,11 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
         if len(fitting) == 1:
             references[row] = fitting[0]
     return references
+
+
+def _is_remedy(key: str) -> bool:
+    """Settings that are a remedy compared with plain fine-tuning, as a strategy is: a pretraining stage."""
+    return key.startswith("pretrain.")
 
 
 def varying_keys(settings: list[dict[str, object]]) -> list[str]:
