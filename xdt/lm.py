@@ -147,7 +147,7 @@ def lm_inputs(batch: dict, masker: Masker | None,
     return inputs, batch["attention_mask"], labels
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (faster than no_grad)
 def evaluate_lm(model: LanguageModel, loaders: dict[str, DataLoader], accelerator: Accelerator,
                 masker: Masker | None, seed: int = 0) -> dict[str, dict]:
     """Per set: mean loss per predicted token (nats), perplexity = exp(loss), the accuracy of the

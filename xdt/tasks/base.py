@@ -27,6 +27,7 @@ To add a task: ``xdt/tasks/<name>.py`` with a :class:`Task` subclass and ``confi
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from xdt.data.batching import Collator
+
+log = logging.getLogger(__name__)
 
 Scores = dict[str, dict[str, float | None]]  # set name (role/domain/split) -> metric -> value
 
@@ -110,3 +113,12 @@ def training_steps(cfg: DictConfig, num_train_rows: int) -> int:
         return int(cfg.max_steps)
     batches_per_epoch = math.ceil(num_train_rows / int(cfg.batch_size))
     return max(1, math.ceil(float(cfg.epochs) * batches_per_epoch))
+
+
+def log_unscored_sets(every: list[str], scored: list[str]) -> None:
+    """Say which of a run's evaluation sets training does not score (``track_targets=false``): nothing reads them
+    before the run ends, when they are scored once, on the chosen checkpoint."""
+    unscored = [name for name in every if name not in scored]
+    if unscored:
+        log.info("scored at every evaluation: %s; not scored during training (track_targets=false): %s, scored once "
+                 "on the chosen checkpoint at the end", ", ".join(scored), ", ".join(unscored))

@@ -30,7 +30,7 @@ from xdt.metrics import classification_metrics
 from xdt.models import build_classifier, check_max_length, count_parameters, load_tokenizer, max_input_length, \
     model_files_problem, save_model_files
 from xdt.strategies.base import Batch, Strategy, StrategyContext
-from xdt.tasks.base import Scores, Setup, Task, training_steps
+from xdt.tasks.base import Scores, Setup, Task, log_unscored_sets, training_steps
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ class SequenceClassification(Task):
         describe = {"strategy": strategy.name, "model": cfg.model.name, "peft": cfg.model.get("peft") or "none",
                     "seed": int(cfg.seed), "shots": data.shots,
                     "sources": [d.name for d in data.sources], "targets": [d.name for d in data.targets]}
-        return Setup(strategy, source, target, data.eval_sets(*tracked_splits(cfg)), self.collator, max_steps,
-                     describe)
+        evaluation = data.eval_sets(*tracked_splits(cfg))
+        log_unscored_sets(data.eval_set_names(), list(evaluation))
+        return Setup(strategy, source, target, evaluation, self.collator, max_steps, describe)
 
     def evaluate(self, strategy: Strategy, loaders: dict[str, DataLoader], accelerator: Accelerator) -> Scores:
         return evaluate(strategy, loaders, accelerator, self.shots)
@@ -100,14 +101,20 @@ class SequenceClassification(Task):
 
     def finish(self, strategy: Strategy, chosen_step: int, records: list[dict], run_dir: Path,
                accelerator: Accelerator) -> dict:
-        """Every split of every domain at the chosen step: from the records when training scored them all,
-        else scored now on the chosen checkpoint's weights."""
+        """Every split of every domain at the chosen step: from the record of that step where training scored
+        it, the others scored now on the chosen checkpoint's weights."""
         cfg, data = self.cfg, self.data
-        metrics = recorded_scores(records, chosen_step, data.eval_set_names())
-        if metrics is None:
+        names = data.eval_set_names()
+        metrics = recorded_scores(records, chosen_step, names)
+        missing = [name for name in names if name not in metrics]
+        if missing:  # only the sets training did not score: a set scored at that step would score the same again
+            log.info("scoring %s on the checkpoint of step %d", ", ".join(missing), chosen_step)
             checkpoint.load_weights(strategy, checkpoint.step_dir(run_dir, chosen_step))
-            loaders = eval_loaders(data.eval_sets(), int(cfg.eval_batch_size), self.collator, accelerator)
-            metrics = evaluate(strategy, loaders, accelerator, self.shots)
+            sets = data.eval_sets()
+            loaders = eval_loaders({name: sets[name] for name in missing}, int(cfg.eval_batch_size), self.collator,
+                                   accelerator)
+            metrics.update(evaluate(strategy, loaders, accelerator, self.shots))
+            metrics = {name: metrics[name] for name in names}
         result = {"label_names": data.label_names, "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
         if cfg.selection == "target_oracle":
             result["warning"] = ORACLE_WARNING
@@ -181,7 +188,6 @@ def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dic
             for name, rows in data.shot_sets().items()}
 
 
-@torch.no_grad()
 def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
              shots: dict[str, Batch] | None = None) -> Scores:
     """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
@@ -189,30 +195,37 @@ def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
 
     ``shots`` (target name -> its labeled shots) makes each such target's sets be scored by
     ``strategy.adapted(shots)``, adapted once per target; sources are always scored by ``strategy``.
+    Adapting takes gradient steps, so it happens first, outside the inference mode the scoring runs in.
     """
     was_training = strategy.training
     strategy.eval()
+    scorers = {name: strategy for name in loaders}
     adapted: dict[str, Strategy] = {}
-    results = {}
-    for name, loader in loaders.items():
-        role, domain = name.split("/")[:2]
-        scorer = strategy
-        if role == "target" and shots and domain in shots:
-            if domain not in adapted:
-                adapted[domain] = strategy.adapted(shots[domain])
-            scorer = adapted[domain]
-        probabilities, references = [], []
-        for batch in loader:
-            with accelerator.autocast():
-                logits = scorer.predict(batch)
-            probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
-            probabilities.append(probs.cpu())
-            references.append(labels.cpu())
-        probabilities = torch.cat(probabilities).numpy()
-        results[name] = {**classification_metrics(torch.cat(references).numpy(), probabilities),
-                         **selection.unsupervised_scores(probabilities)}
+    with torch.no_grad():  # adapted() turns gradients on for its own inner steps only
+        for name in loaders:
+            role, domain = name.split("/")[:2]
+            if role == "target" and shots and domain in shots:
+                if domain not in adapted:
+                    adapted[domain] = strategy.adapted(shots[domain])
+                scorers[name] = adapted[domain]
+    results = {name: score_set(scorers[name], loader, accelerator) for name, loader in loaders.items()}
     strategy.train(was_training)
     return results
+
+
+@torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions and views)
+def score_set(scorer, loader: DataLoader, accelerator: Accelerator) -> dict[str, float | None]:
+    """The metrics and label-free scores of one evaluation set."""
+    probabilities, references = [], []
+    for batch in loader:
+        with accelerator.autocast():
+            logits = scorer.predict(batch)
+        probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
+        probabilities.append(probs.cpu())
+        references.append(labels.cpu())
+    probabilities = torch.cat(probabilities).numpy()
+    return {**classification_metrics(torch.cat(references).numpy(), probabilities),
+            **selection.unsupervised_scores(probabilities)}
 
 
 def transfer_gaps(metrics: Scores, metric: str = "accuracy") -> dict[str, float]:
@@ -225,10 +238,9 @@ def transfer_gaps(metrics: Scores, metric: str = "accuracy") -> dict[str, float]
             if name.startswith("target/") and name.endswith("/test")}
 
 
-def recorded_scores(records: list[dict], step: int, names: list[str]) -> Scores | None:
-    """The scores of every set in ``names`` at ``step`` if training already computed them all: the same
-    weights on the same data give the same numbers, so the final evaluation need not repeat them."""
-    record = next((r for r in records if r["step"] == step), None)
-    if record is None or not set(names) <= set(record["eval"]):
-        return None
-    return {name: record["eval"][name] for name in names}
+def recorded_scores(records: list[dict], step: int, names: list[str]) -> Scores:
+    """The scores of the sets in ``names`` that training computed at ``step`` (all of them with track_targets,
+    those selection reads without): the same weights on the same data give the same numbers, so the final
+    evaluation need not repeat them."""
+    record = next((r for r in records if r["step"] == step), {"eval": {}})
+    return {name: record["eval"][name] for name in names if name in record["eval"]}

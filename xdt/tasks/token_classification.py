@@ -68,7 +68,7 @@ from xdt.metrics import entity_metrics
 from xdt.models import PRETRAINED, TokenClassifier, apply_peft, build_encoder, check_max_length, count_parameters, \
     load_tokenizer, max_input_length
 from xdt.strategies.base import Strategy, StrategyContext
-from xdt.tasks.base import Scores, Setup, Task, training_steps
+from xdt.tasks.base import Scores, Setup, Task, log_unscored_sets, training_steps
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +229,7 @@ class TokenClassification(Task):
                                for d in (targets if on_target else sources)]
         # track_targets=false scores only the selecting sets during training, the others once at the end
         evaluation = self.sets if cfg.track_targets else {name: self.sets[name] for name in self.selection_sets}
+        log_unscored_sets(list(self.sets), list(evaluation))
         self.collator = Collator(tokenizer.pad_token_id,
                                  pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
         max_steps = training_steps(cfg, len(train_rows))
@@ -295,9 +296,12 @@ class TokenClassification(Task):
         metrics = {name: record["eval"][name] for name in self.sets if name in record["eval"]}
         if len(metrics) < len(self.sets) or self.export_encoder:
             checkpoint.load_weights(strategy, checkpoint.step_dir(run_dir, chosen_step))
-        if len(metrics) < len(self.sets):  # sets not scored during training: scored now, on the chosen weights
-            loaders = eval_loaders(self.sets, int(self.cfg.eval_batch_size), self.collator, accelerator)
-            metrics = self.evaluate(strategy, loaders, accelerator)
+        missing = {name: rows for name, rows in self.sets.items() if name not in metrics}
+        if missing:  # sets not scored during training: scored now, on the chosen weights (the others are recorded)
+            log.info("scoring %s on the checkpoint of step %d", ", ".join(missing), chosen_step)
+            loaders = eval_loaders(missing, int(self.cfg.eval_batch_size), self.collator, accelerator)
+            metrics.update(self.evaluate(strategy, loaders, accelerator))
+            metrics = {name: metrics[name] for name in self.sets}
         if self.export_encoder:  # the next stage's encoder, in Hugging Face format (model.init_from=<run>)
             if accelerator.is_main_process:
                 def fill(folder: Path) -> None:
@@ -323,7 +327,7 @@ class TokenClassification(Task):
                           f"; not scored: {', '.join(how['not_scored']) or 'none'}", highlight=False)
 
 
-@torch.no_grad()
+@torch.inference_mode()  # no autograd bookkeeping at all (faster than no_grad)
 def evaluate_tags(model: TokenClassifier, loaders: dict[str, DataLoader], accelerator: Accelerator,
                   tags: list[str]) -> Scores:
     """Entity-level scores of every set: the predicted tag of each word's first sub-word against its label."""
