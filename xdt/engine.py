@@ -32,11 +32,11 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from xdt import checkpoint, provenance
+from xdt import checkpoint, efficiency, provenance
 from xdt.atomic import atomic_write_json, atomic_write_text
 from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, positive, \
     target_class
-from xdt.console import training_progress
+from xdt.console import console, training_progress
 from xdt.data.batching import eval_loaders
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
@@ -62,6 +62,9 @@ class LoopState:
     monitor_best: float = -math.inf  # early stopping always watches source validation
     evals_since_improvement: int = 0
     samples: int = 0  # what the task counts: examples, or tokens
+    useful_tokens: float = 0.0  # real (non-padding) tokens of the batches trained on (xdt.efficiency)
+    all_tokens: float = 0.0  # the same with padding
+    squared_lengths: float = 0.0  # the sum of their sequences' squared lengths (attention FLOPs)
     train_seconds: float = 0.0  # forward, backward and optimizer steps only
     wall_seconds: float = 0.0  # everything, over all segments of a resumed run
 
@@ -287,7 +290,7 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
         if setup.target is not None else None
     log.info("training %s for %d steps (batch %d, %d source examples)%s", training.run_dir, max_steps, cfg.batch_size,
              len(setup.source.dataset), f", resuming at step {state.step}" if state.step else "")
-    window = LossWindow()
+    window, meter = LossWindow(), EfficiencyMeter(training, state)
     training.model.train()
     stop_early = False
     with training_progress(accelerator.is_main_process) as bar, StopSignals() as stop:
@@ -295,18 +298,24 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
         while state.step < max_steps and not stop_early:
             step_started = time.perf_counter()
             batch = next(source)
-            loss, terms = train_step(training, state, batch, next(target) if target else None)
+            target_batch = next(target) if target else None
+            loss, terms = train_step(training, state, batch, target_batch)
             state.step += 1
             state.samples += training.task.count(batch) * accelerator.num_processes
+            meter.tokens.add(batch, target_batch)
             window.add(loss, terms)
             evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
-            if state.step % int(cfg.log_interval) == 0 or evaluating:
+            logging_step = state.step % int(cfg.log_interval) == 0 or evaluating
+            if logging_step:
                 train_terms = {**window.flush(state.step, accelerator), "lr": training.scheduler.get_last_lr()[0]}
                 bar.update(progress_bar, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
-                log.info("step %d/%d  %s", state.step, max_steps,
-                         "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()))
-                training.tracking.train(state.step, train_terms)
             state.train_seconds += time.perf_counter() - step_started
+            if logging_step or stop.received is not None:
+                meter.fold(state)  # the token counts join the state before any checkpoint saves it
+            if logging_step:
+                log.info("step %d/%d  %s  |  %s", state.step, max_steps,
+                         "  ".join(f"{k} {v:.4g}" for k, v in train_terms.items()), meter.since_last_line(state))
+                training.tracking.train(state.step, train_terms)
             if evaluating:
                 stop_early = evaluate_and_save(training, state, evaluation, train_terms)
             if stop.received is not None:
@@ -318,6 +327,37 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
         log.info("early stopping at step %d: source validation has not improved for %d evaluations",
                  state.step, state.evals_since_improvement)
     return stop_early
+
+
+class EfficiencyMeter:
+    """Counts the tokens the loop trains on and turns them into throughput and MFU (:mod:`xdt.efficiency`)."""
+
+    def __init__(self, training: Training, state: LoopState) -> None:
+        self.tokens = efficiency.TokenCount()
+        self.processes = training.accelerator.num_processes
+        self.flops = efficiency.flop_model(training.strategy)
+        self.precision = efficiency.precision_in_use(training.cfg.hardware)
+        self.peak, self.peak_source = efficiency.device_peak(training.accelerator.device, self.precision,
+                                                             training.cfg.cache_dir)
+        self.line_start = (state.train_seconds, state.useful_tokens, state.squared_lengths)
+
+    def fold(self, state: LoopState) -> None:
+        real, total, squares = self.tokens.take()
+        state.useful_tokens += real * self.processes
+        state.all_tokens += total * self.processes
+        state.squared_lengths += squares * self.processes
+
+    def since_last_line(self, state: LoopState) -> str:
+        seconds, real, squares = (now - then for now, then in zip(
+            (state.train_seconds, state.useful_tokens, state.squared_lengths), self.line_start))
+        self.line_start = (state.train_seconds, state.useful_tokens, state.squared_lengths)
+        if seconds <= 0:
+            return "0 tok/s"
+        return f"{real / seconds:.0f} tok/s  MFU {self.flops.flops(real, squares) / seconds / self.peak:.2f}"
+
+    def record(self, state: LoopState) -> dict:
+        return efficiency.efficiency(self.flops, state.useful_tokens, state.all_tokens, state.squared_lengths,
+                                     state.train_seconds, self.peak, self.peak_source, self.precision)
 
 
 def train_step(training: Training, state: LoopState, source: dict, target: dict | None
@@ -436,7 +476,7 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
               "selected_step": chosen, "steps": state.step, "stopped_early": stopped_early,
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
               f"train_{training.task.unit}_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
-              "parameters": {"trainable": trainable, "total": total}, **task_result,
+              "efficiency": EfficiencyMeter(training, state).record(state), "parameters": {"trainable": trainable, "total": total}, **task_result,
               "xdt": provenance.code_version(), "machine": provenance.machine()}
     if cfg.model.get("init_from"):  # the run started from another run's weights: say which, and what they cost
         result["init_from"] = cfg.model.init_from
@@ -445,7 +485,9 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
         atomic_write_json(run_dir / "metrics.json", result)
         atomic_write_text(run_dir / DONE, f"finished at step {state.step}\n")
         training.task.print_summary(result, run_dir)
+        console.print(f"efficiency: {efficiency.describe(result['efficiency'])}", highlight=False)
     training.tracking.final(result, training.describe, state.step)
-    log.info("done: %s (wall time %.1f s, %.1f train %s/s)", run_dir, wall,
-             result[f"train_{training.task.unit}_per_s"], training.task.unit)
+    log.info("done: %s (wall time %.1f s, %.1f train %s/s; %s)", run_dir, wall,
+             result[f"train_{training.task.unit}_per_s"], training.task.unit,
+             efficiency.describe(result["efficiency"]))
     return result

@@ -1,0 +1,87 @@
+"""Efficiency in every run (issue 23): useful tokens, padding, the FLOP model and MFU against a peak that is
+published (CUDA) or measured once and cached (CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from torch import nn
+
+from xdt import checkpoint, efficiency
+from xdt.efficiency import FlopModel, TokenCount, device_peak, flop_model
+from xdt.models import build_encoder, load_tokenizer
+from xdt.train import train
+
+
+def test_tokens_are_counted_without_padding_with_their_squared_lengths():
+    count = TokenCount()
+    count.add({"attention_mask": torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0]])},
+              None, {"input_ids": torch.zeros(2, 2)},  # no batch, and a batch without a mask, count nothing
+              {"attention_mask": torch.tensor([[1, 1, 1, 1, 1]])})
+    assert count.take() == (10.0, 13.0, 3**2 + 2**2 + 5**2)
+    assert count.take() == (0.0, 0.0, 0.0)  # taken: the next read starts from zero
+
+
+def test_the_flop_model_counts_matmul_weights_not_embeddings(smoke):
+    cfg = smoke()
+    encoder = build_encoder(cfg.model, load_tokenizer(cfg.model))
+    model = nn.Sequential(encoder, nn.Linear(encoder.config.hidden_size, 2))
+    flops = flop_model(model)
+    linear = sum(m.weight.numel() for m in model.modules() if isinstance(m, nn.Linear))
+    embeddings = sum(p.numel() for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters())
+    assert flops.matmul_weights == linear and embeddings > 0
+    assert (flops.layers, flops.width) == (encoder.config.num_hidden_layers, encoder.config.hidden_size)
+    # 6 N per token, and 12 L d T^2 per sequence of T tokens
+    assert FlopModel(10, 2, 4).flops(tokens=5, squared_lengths=25) == 6 * 10 * 5 + 12 * 2 * 4 * 25
+
+
+def test_a_cpu_peak_is_measured_once_and_cached(tmp_path, monkeypatch):
+    calls = []
+
+    def measure(device, dtype, *args, **kwargs):
+        calls.append(dtype)
+        return 5e10
+    monkeypatch.setattr(efficiency, "measure_matmul", measure)
+    first = device_peak(torch.device("cpu"), "fp32", tmp_path)
+    second = device_peak(torch.device("cpu"), "fp32", tmp_path)
+    assert first == second and first[0] == 5e10 and "measured fp32" in first[1] and calls == [torch.float32]
+    (tmp_path / "device_peak.json").write_text("not json")  # a damaged cache is measured again, not a crash
+    assert device_peak(torch.device("cpu"), "fp32", tmp_path)[0] == 5e10 and len(calls) == 2
+
+
+def test_the_real_cpu_measurement_is_a_plausible_rate():
+    rate = efficiency.measure_matmul(torch.device("cpu"), torch.float32, size=256, repeats=3)
+    assert 1e8 < rate < 1e14
+
+
+def test_a_known_gpu_takes_its_published_peak_for_the_precision_in_use(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
+    peak, source = device_peak(torch.device("cuda"), "bf16", tmp_path)
+    assert peak == pytest.approx(989.4e12) and "published dense bf16 peak of NVIDIA H100" in source
+    assert device_peak(torch.device("cuda"), "fp32", tmp_path)[0] == pytest.approx(67e12)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
+    assert device_peak(torch.device("cuda"), "tf32", tmp_path)[0] == pytest.approx(378e12)
+
+
+def test_every_run_reports_its_efficiency_and_a_resumed_run_counts_every_segment(smoke, tmp_path):
+    full = train(smoke(), tmp_path / "full")
+    record = full["efficiency"]
+    assert record["useful_tokens"] > 0 and 0 <= record["padding_fraction"] < 1
+    assert record["useful_tokens_per_s"] == pytest.approx(record["useful_tokens"] / full["train_time_s"], rel=0.01)
+    assert 0 < record["mfu"] < 1 and record["precision"] == "fp32" and "measured fp32" in record["peak"]
+    assert "MFU" in (tmp_path / "full" / "train.log").read_text()
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut, symlinks=True)
+    for name in ("done", "metrics.json"):
+        (cut / name).unlink()
+    shutil.rmtree(checkpoint.step_dir(cut, full["steps"]))
+    (cut / "checkpoints" / "last").unlink()
+    (cut / "checkpoints" / "last").symlink_to(checkpoint.step_dir(cut, full["steps"] // 2).name)
+    resumed = train(smoke(f"resume={cut}"), tmp_path / "ignored")
+    assert resumed["efficiency"]["useful_tokens"] == record["useful_tokens"]
+    assert resumed["efficiency"]["model_flops"] == record["model_flops"]
+    assert json.loads((cut / "metrics.json").read_text())["efficiency"]["padding_fraction"] == \
+        record["padding_fraction"]
