@@ -14,7 +14,7 @@ import pytest
 
 from conftest import run_xdt
 from xdt import selection
-from xdt.report import erm_references, mean_interval, row_labels, write_report
+from xdt.report import erm_references, mean_interval, natural_order, row_labels, write_report
 from xdt.runs import Run
 from xdt.sweep import run_job
 from xdt.train import train
@@ -195,3 +195,16 @@ def test_a_pretraining_stage_is_compared_with_plain_fine_tuning(tmp_path):
     assert erm_references(by_row) == {row: "erm plain" for row in by_row}
     only_dapt = {"erm dapt": by_row["erm dapt"], "dann dapt": by_row["dann dapt"]}
     assert erm_references(only_dapt) == {row: "erm dapt" for row in only_dapt}  # no plain ERM: as before
+
+
+def test_k_shot_rows_are_compared_with_zero_shots_and_listed_in_numeric_order(tmp_path):
+    """Labeled target examples are a remedy too: every k is compared with k = 0, and k sorts as a number."""
+    def runs(shots: int) -> list[Run]:
+        config = {"model": {"name": "tiny", "peft": "none"}, "strategy": {"_target_": "xdt.strategies.erm.X"},
+                  "target_domain": {"shots": shots}}
+        return [Run(tmp_path / f"k{shots}-{seed}", {**config, "seed": seed}, [], {"strategy": "erm"}, None)
+                for seed in (0, 1)]
+    by_row = {f"erm target_domain.shots={k}": runs(k) for k in (0, 8, 32, 128)}
+    assert set(erm_references(by_row).values()) == {"erm target_domain.shots=0"}
+    rows = sorted(by_row, key=natural_order)
+    assert rows == [f"erm target_domain.shots={k}" for k in (0, 8, 32, 128)]

@@ -393,7 +393,7 @@ def build_report(runs: list[Run], criterion: str = "source_val", metric: str = "
     labels = row_labels([run for run in finished if run.targets])  # a run with no target is not in a row
     for run in finished:
         add_run(report, run, labels.get(run.path, ""))
-    report.rows = sorted(report.runs, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", r))
+    report.rows = sorted(report.runs, key=lambda r: (r.split(" ")[0].split("/")[-1] != "erm", natural_order(r)))
     report.pairs = sorted(report.pair_domains)
     report.erm_rows = erm_references(report.runs)
     return report
@@ -485,8 +485,9 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
     Where that model has several ERM rows (they differ in a setting such as ``average_from``), a row is
     compared with the one that shares its value of every such setting; a row that fits none or several
     gets no reference, since the reference would be a guess. A language-model stage (``pretrain.*``, DAPT or
-    TAPT) is a remedy like a strategy: where ERM rows without one exist, every row is compared with those, so a
-    DAPT row shows what pretraining gained over plain fine-tuning.
+    TAPT) and labeled target examples (``target_domain.shots``) are remedies like a strategy (``REMEDIES``):
+    where ERM rows without them exist, every row is compared with those, so a DAPT or k-shot row shows what
+    it gained over plain fine-tuning.
     """
     settings = {row: [run.settings() for run in runs] for row, runs in by_row.items()}
     erm_rows: dict[str, list[str]] = defaultdict(list)  # model -> its ERM rows
@@ -494,7 +495,8 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
         if runs[0].strategy == "erm":
             erm_rows[runs[0].model].append(row)
     for model, rows in erm_rows.items():
-        plain = [r for r in rows if not any(_is_remedy(k) and v is not None for one in settings[r] for k, v in one.items())]
+        plain = [r for r in rows if not any(_is_remedy(k) and not _remedy_off(k, v)
+                                            for one in settings[r] for k, v in one.items())]
         erm_rows[model] = plain or rows
     protocols = [key for key in varying_keys([one for ones in settings.values() for one in ones])
                  if key in PROTOCOL_KEYS]  # compared only within one protocol, even where ERM ran in one only
@@ -511,9 +513,22 @@ def erm_references(by_row: dict[str, list[Run]]) -> dict[str, str]:
     return references
 
 
+# Settings that are a remedy compared with plain fine-tuning, as a strategy is, and their value when off: a
+# pretraining stage (DAPT/TAPT), and labeled target examples (few-shot).
+REMEDIES = {"pretrain.": None, "target_domain.shots": 0}
+
+
 def _is_remedy(key: str) -> bool:
-    """Settings that are a remedy compared with plain fine-tuning, as a strategy is: a pretraining stage."""
-    return key.startswith("pretrain.")
+    return any(key.startswith(prefix) for prefix in REMEDIES)
+
+
+def _remedy_off(key: str, value: object) -> bool:
+    return any(key.startswith(prefix) and value == off for prefix, off in REMEDIES.items())
+
+
+def natural_order(text: str) -> tuple:
+    """Sort key that puts numbers in numeric order: shots=8 before shots=32 before shots=128."""
+    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
 def varying_keys(settings: list[dict[str, object]]) -> list[str]:
