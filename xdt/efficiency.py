@@ -160,9 +160,12 @@ def cpu_name() -> str:
 
 
 def measure_matmul(device: torch.device, dtype: torch.dtype, size: int = MATMUL_SIZE, repeats: int = 10) -> float:
-    """FLOP/s of the fastest of ``repeats`` square multiplies (after a warm-up): the best the device showed."""
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
+    """FLOP/s of the fastest of ``repeats`` square multiplies (after a warm-up): the best the device showed.
+    The operands come from a generator of their own: drawing from torch's global one would change the run's
+    dropout and data order depending on whether the peak was cached."""
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.rand(size, size, generator=generator).to(device=device, dtype=dtype)
     best = float("inf")
     for i in range(repeats + 2):
         if device.type == "cuda":
