@@ -74,7 +74,9 @@ def test_every_run_reports_its_efficiency_and_a_resumed_run_counts_every_segment
     full = train(smoke(), tmp_path / "full")
     record = full["efficiency"]
     assert record["useful_tokens"] > 0 and 0 <= record["padding_fraction"] < 1
-    assert record["useful_tokens_per_s"] == pytest.approx(record["useful_tokens"] / full["train_time_s"], rel=0.01)
+    seconds = full["train_time_s"]  # rounded to 0.01 s in metrics.json
+    assert record["useful_tokens"] / (seconds + 0.006) <= record["useful_tokens_per_s"] <= \
+        record["useful_tokens"] / max(seconds - 0.006, 1e-3)
     assert 0 < record["mfu"] < 1 and record["precision"] == "fp32" and "measured fp32" in record["peak"]
     assert "MFU" in (tmp_path / "full" / "train.log").read_text()
     cut = tmp_path / "cut"
