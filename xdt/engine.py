@@ -37,7 +37,8 @@ from xdt.atomic import atomic_write_json, atomic_write_text
 from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, positive, \
     target_class
 from xdt.console import console, training_progress
-from xdt.data.batching import eval_loaders
+from xdt.compiling import check_compile, compile_encoder, compiled_graphs
+from xdt.data.batching import COMPILE_BUCKET, eval_loaders
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
 from xdt.hooks import Hooks, build_hooks
@@ -66,6 +67,7 @@ class LoopState:
     all_tokens: float = 0.0  # the same with padding
     squared_lengths: float = 0.0  # the sum of their sequences' squared lengths (attention FLOPs)
     train_seconds: float = 0.0  # forward, backward and optimizer steps only
+    compile_seconds: float = 0.0  # steps that compiled a graph (hardware.compile), kept out of train_seconds
     wall_seconds: float = 0.0  # everything, over all segments of a resumed run
 
 
@@ -265,6 +267,11 @@ def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tup
     task = instantiate(cfg.task, "task")
     setup = task.setup(cfg, run_dir, accelerator)
     strategy = setup.strategy
+    if cfg.hardware.get("compile"):
+        check_compile(cfg.hardware, strategy.name)
+        log.info("hardware.compile: %s compiled with torch.compile (inductor), batches padded to multiples of %d "
+                 "tokens; the first step of each new shape compiles (timed apart: compile_time_s)",
+                 compile_encoder(strategy), COMPILE_BUCKET)
     make_optimizer = instantiate(cfg.optimizer, "optimizer")  # a partial: parameters are given here
     optimizer = make_optimizer(param_groups(strategy, cfg.optimizer.weight_decay, cfg.optimizer.lr,
                                             strategy.lr_scales()))
@@ -291,25 +298,34 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
     log.info("training %s for %d steps (batch %d, %d source examples)%s", training.run_dir, max_steps, cfg.batch_size,
              len(setup.source.dataset), f", resuming at step {state.step}" if state.step else "")
     window, meter = LossWindow(), EfficiencyMeter(training, state)
+    compiling = bool(cfg.hardware.get("compile"))
     training.model.train()
     stop_early = False
     with training_progress(accelerator.is_main_process) as bar, StopSignals() as stop:
         progress_bar = bar.add_task("train", total=max_steps, completed=state.step, info="")
         while state.step < max_steps and not stop_early:
             step_started = time.perf_counter()
+            graphs = compiled_graphs() if compiling else 0
             batch = next(source)
             target_batch = next(target) if target else None
             loss, terms = train_step(training, state, batch, target_batch)
             state.step += 1
-            state.samples += training.task.count(batch) * accelerator.num_processes
-            meter.tokens.add(batch, target_batch)
+            compiled = compiling and compiled_graphs() > graphs  # its time and tokens are compiling's, not a step's
+            if not compiled:
+                state.samples += training.task.count(batch) * accelerator.num_processes
+                meter.tokens.add(batch, target_batch)
             window.add(loss, terms)
             evaluating = state.step % int(cfg.eval_interval) == 0 or state.step == max_steps
             logging_step = state.step % int(cfg.log_interval) == 0 or evaluating
             if logging_step:
                 train_terms = {**window.flush(state.step, accelerator), "lr": training.scheduler.get_last_lr()[0]}
                 bar.update(progress_bar, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
-            state.train_seconds += time.perf_counter() - step_started
+            if compiled:
+                state.compile_seconds += time.perf_counter() - step_started
+                log.info("step %d compiled a graph (batch of %d x %d tokens): %.1f s", state.step,
+                         *batch["input_ids"].shape, time.perf_counter() - step_started)
+            else:
+                state.train_seconds += time.perf_counter() - step_started
             if logging_step or stop.received is not None:
                 meter.fold(state)  # the token counts join the state before any checkpoint saves it
             if logging_step:
@@ -475,6 +491,7 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
               "source_validation_best": state.monitor_best,
               "selected_step": chosen, "steps": state.step, "stopped_early": stopped_early,
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
+              **({"compile_time_s": round(state.compile_seconds, 2)} if cfg.hardware.get("compile") else {}),
               f"train_{training.task.unit}_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
               "efficiency": EfficiencyMeter(training, state).record(state), "parameters": {"trainable": trainable, "total": total}, **task_result,
               "xdt": provenance.code_version(), "machine": provenance.machine()}
@@ -485,7 +502,9 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
         atomic_write_json(run_dir / "metrics.json", result)
         atomic_write_text(run_dir / DONE, f"finished at step {state.step}\n")
         training.task.print_summary(result, run_dir)
-        console.print(f"efficiency: {efficiency.describe(result['efficiency'])}", highlight=False)
+        compiled = f"; compiling took {result['compile_time_s']:.1f} s, outside these figures" \
+            if "compile_time_s" in result else ""
+        console.print(f"efficiency: {efficiency.describe(result['efficiency'])}{compiled}", highlight=False)
     training.tracking.final(result, training.describe, state.step)
     log.info("done: %s (wall time %.1f s, %.1f train %s/s; %s)", run_dir, wall,
              result[f"train_{training.task.unit}_per_s"], training.task.unit,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration, PartialState
 from accelerate.state import AcceleratorState
 from accelerate.utils import GradientAccumulationPlugin
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from xdt.errors import XdtError
 
@@ -23,6 +24,8 @@ def check_hardware(hw: DictConfig) -> None:
         raise XdtError(f"hardware.device={hw.device!r} is not valid: choose cpu or cuda")
     if hw.mixed_precision not in PRECISIONS:
         raise XdtError(f"hardware.mixed_precision={hw.mixed_precision!r} is not valid: choose {', '.join(PRECISIONS)}")
+    if not isinstance(hw.get("compile", False), bool):
+        raise XdtError(f"hardware.compile={hw.get('compile')!r} is not valid: true or false")
     if hw.device == "cuda" and not torch.cuda.is_available():
         raise XdtError("hardware.device=cuda but torch sees no CUDA GPU; use hardware=cpu")
 
@@ -49,6 +52,30 @@ def process_state(hw: DictConfig) -> PartialState:
     return PartialState(cpu=hw.device == "cpu")
 
 
+def threads_per_job(n_jobs: int, cores: int) -> int:
+    """Threads for each of a sweep's jobs running at once (joblib's n_jobs: -1 = one per core, -2 = one fewer)."""
+    at_once = n_jobs if n_jobs > 0 else max(1, cores + 1 + n_jobs)
+    return max(1, cores // at_once)
+
+
+def shared_threads() -> int | None:
+    """With ``hardware.num_threads=null`` in a sweep whose launcher runs several jobs at once on this machine
+    (``hydra/launcher=local_parallel``, joblib's ``n_jobs``): the cores split between them, so jobs do not
+    oversubscribe the CPU (each would take every core, and all would run several times slower). None otherwise."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return None
+    n_jobs = OmegaConf.select(HydraConfig.get(), "launcher.n_jobs")
+    if not isinstance(n_jobs, int) or n_jobs == 1:
+        return None
+    cores = os.cpu_count() or 1
+    threads = threads_per_job(n_jobs, cores)
+    log.info("%s sweep jobs at once share %d cores: %d threads each (hardware.num_threads=null; set it to choose)",
+             n_jobs if n_jobs > 0 else f"n_jobs={n_jobs}", cores, threads)
+    return threads
+
+
 def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1, log_with: list | None = None) -> Accelerator:
     """An Accelerator for ``hardware.device`` (cpu or cuda) and ``hardware.mixed_precision``, accumulating
     gradients over ``gradient_accumulation_steps`` micro-batches per optimizer step, holding the trackers
@@ -61,8 +88,9 @@ def make_accelerator(hw: DictConfig, gradient_accumulation_steps: int = 1, log_w
     if hw.device == "cpu" and hw.mixed_precision != "no":
         log.warning("hardware.mixed_precision=%s on CPU: bf16/fp16 matmuls are far slower than fp32 on most CPUs",
                     hw.mixed_precision)
-    if hw.get("num_threads"):
-        torch.set_num_threads(int(hw.num_threads))
+    threads = int(hw.num_threads) if hw.get("num_threads") else shared_threads()
+    if threads:
+        torch.set_num_threads(threads)
     if hw.device == "cuda":
         # Set both ways: the flags are process-wide, and a multirun's earlier job may have turned them on.
         torch.backends.cuda.matmul.allow_tf32 = bool(hw.get("tf32"))

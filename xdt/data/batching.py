@@ -95,6 +95,17 @@ class Collator:
         return batch
 
 
+COMPILE_BUCKET = 32  # with hardware.compile: pad to a multiple of this, so max_length=128 gives 4 lengths
+
+
+def padding_multiple(hardware, device: torch.device) -> int | None:
+    """What batches are padded to a multiple of: length buckets when the model is compiled (each new shape
+    compiles a graph, so shapes must be few), 8 on CUDA (tensor-core tiles), else none (dynamic padding)."""
+    if hardware.get("compile"):
+        return COMPILE_BUCKET
+    return 8 if device.type == "cuda" else None
+
+
 def make_loader(data: Dataset, batch_size: int, collator: Collator, shuffle: bool, seed: int = 0,
                 num_workers: int = 0) -> DataLoader:
     """A DataLoader over ``data`` with length-grouped batches.

@@ -24,7 +24,7 @@ from xdt import checkpoint
 from xdt.atomic import atomic_folder
 from xdt.config import instantiate
 from xdt.console import print_lm_summary
-from xdt.data.batching import Collator, make_loader
+from xdt.data.batching import Collator, make_loader, padding_multiple
 from xdt.data.domains import SPLITS, RawDomain, load_group
 from xdt.data.tokenize import tokenize
 from xdt.errors import XdtError
@@ -81,7 +81,7 @@ class LanguageModeling(Task):
                                            for d in training_text(sources, self.text_splits)])
             held_out = {name: tokenize(d, tokenizer, length, cfg.cache_dir)
                         for name, d in held_out_sets(sources, targets).items()}
-        collator = Collator(tokenizer.pad_token_id, pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
         loader = make_loader(corpus, int(cfg.batch_size), collator, True, int(cfg.seed),
                              int(cfg.hardware.get("dataloader_workers", 0)))
         max_steps = training_steps(cfg, len(corpus))

@@ -23,7 +23,7 @@ from xdt import checkpoint, selection
 from xdt.atomic import atomic_folder
 from xdt.config import instantiate, target_class
 from xdt.console import print_summary
-from xdt.data.batching import Collator, eval_loaders, make_loader
+from xdt.data.batching import Collator, eval_loaders, make_loader, padding_multiple
 from xdt.data.run_data import RunData, load_run_data
 from xdt.errors import XdtError
 from xdt.metrics import classification_metrics
@@ -68,8 +68,7 @@ class SequenceClassification(Task):
         context = StrategyContext.of(tokenizer, data.num_labeled_domains,
                                      len(data.stream_targets(cfg.unlabeled_targets)))
         strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
-        self.collator = Collator(tokenizer.pad_token_id,
-                                 pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
         source, target = train_loaders(cfg, data, strategy, self.collator, accelerator)
         if accelerator.is_main_process:
             write_model_files(run_dir / "model", strategy.model, tokenizer, data.label_names, context)

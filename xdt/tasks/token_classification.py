@@ -59,7 +59,7 @@ from xdt import checkpoint
 from xdt.atomic import atomic_folder
 from xdt.config import instantiate
 from xdt.console import console
-from xdt.data.batching import IGNORED, Collator, eval_loaders, make_loader
+from xdt.data.batching import IGNORED, Collator, eval_loaders, make_loader, padding_multiple
 from xdt.data.conll import entity_type
 from xdt.data.domains import SPLITS, RawDomain, load_group
 from xdt.data.tokenize import fingerprint, tokenize, tokenize_words
@@ -230,8 +230,7 @@ class TokenClassification(Task):
         # track_targets=false scores only the selecting sets during training, the others once at the end
         evaluation = self.sets if cfg.track_targets else {name: self.sets[name] for name in self.selection_sets}
         log_unscored_sets(list(self.sets), list(evaluation))
-        self.collator = Collator(tokenizer.pad_token_id,
-                                 pad_to_multiple_of=8 if accelerator.device.type == "cuda" else None)
+        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
         max_steps = training_steps(cfg, len(train_rows))
         strategy = self._build_strategy(cfg, tokenizer, [d.key for d in trained], len(targets), max_steps)
         collator = self.collator
