@@ -30,6 +30,7 @@ import test_golden as golden
 import torch
 
 import xdt
+from xdt.provenance import cpu_name
 
 
 def code_version() -> str:
@@ -44,16 +45,6 @@ def code_version() -> str:
     except (OSError, subprocess.CalledProcessError):
         return str(package)
     return f"{package} @ {commit}" + (" with uncommitted changes" if dirty else "")
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main() -> None:

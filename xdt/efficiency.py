@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import logging
-import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from xdt.atomic import atomic_write_json
+from xdt.provenance import cpu_name
 
 log = logging.getLogger(__name__)
 
@@ -149,17 +149,6 @@ def _read_cache(path: Path) -> dict[str, float]:
     if not isinstance(known, dict):
         return {}
     return {k: float(v) for k, v in known.items() if isinstance(v, (int, float)) and v > 0}
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux's /proc/cpuinfo), else what platform knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def measure_matmul(device: torch.device, dtype: torch.dtype, size: int = MATMUL_SIZE, repeats: int = 10) -> float:

@@ -34,10 +34,10 @@ from transformers import get_constant_schedule_with_warmup, get_linear_schedule_
 
 from xdt import checkpoint, efficiency, provenance
 from xdt.atomic import atomic_write_json, atomic_write_text
+from xdt.compiling import check_compile, compile_encoder, compiled_graphs
 from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, positive, \
     target_class
 from xdt.console import console, training_progress
-from xdt.compiling import check_compile, compile_encoder, compiled_graphs
 from xdt.data.batching import COMPILE_BUCKET, eval_loaders
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
@@ -249,8 +249,9 @@ def run(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> dict:
         evaluation = eval_loaders(setup.evaluation, int(cfg.eval_batch_size), setup.collator, training.accelerator)
         if training.task.evaluate_at_start and state.step == 0 and not training.metrics_log.records:
             evaluate_and_save(training, state, evaluation, {}, save=False)  # the reference training is measured against
-        stopped_early = loop(training, state, setup, evaluation)
-        return finish(training, state, stopped_early)
+        meter = EfficiencyMeter(training, state)
+        stopped_early = loop(training, state, setup, evaluation, meter)
+        return finish(training, state, stopped_early, meter)
 
 
 def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tuple[Training, Setup]:
@@ -289,7 +290,8 @@ def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tup
     return training, setup
 
 
-def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[str, DataLoader]) -> bool:
+def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[str, DataLoader],
+         meter: EfficiencyMeter) -> bool:
     """Steps until the budget is spent or early stopping ends training; True if it stopped early."""
     cfg, accelerator, max_steps = training.cfg, training.accelerator, training.max_steps
     source = batches_forever(setup.source, setup.source_sampler, accelerator, state.step)
@@ -297,7 +299,7 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
         if setup.target is not None else None
     log.info("training %s for %d steps (batch %d, %d source examples)%s", training.run_dir, max_steps, cfg.batch_size,
              len(setup.source.dataset), f", resuming at step {state.step}" if state.step else "")
-    window, meter = LossWindow(), EfficiencyMeter(training, state)
+    window = LossWindow()
     compiling = bool(cfg.hardware.get("compile"))
     training.model.train()
     stop_early = False
@@ -320,12 +322,13 @@ def loop(training: Training, state: LoopState, setup: Setup, evaluation: dict[st
             if logging_step:
                 train_terms = {**window.flush(state.step, accelerator), "lr": training.scheduler.get_last_lr()[0]}
                 bar.update(progress_bar, completed=state.step, info=f"loss {train_terms['loss']:.4f}")
+            seconds = time.perf_counter() - step_started
             if compiled:
-                state.compile_seconds += time.perf_counter() - step_started
+                state.compile_seconds += seconds
                 log.info("step %d compiled a graph (batch of %d x %d tokens): %.1f s", state.step,
-                         *batch["input_ids"].shape, time.perf_counter() - step_started)
+                         *batch["input_ids"].shape, seconds)
             else:
-                state.train_seconds += time.perf_counter() - step_started
+                state.train_seconds += seconds
             if logging_step or stop.received is not None:
                 meter.fold(state)  # the token counts join the state before any checkpoint saves it
             if logging_step:
@@ -478,7 +481,7 @@ def earlier_wall_time(init_from: Path) -> float | None:
     return json.loads(metrics.read_text(encoding="utf-8")).get("wall_time_s")
 
 
-def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
+def finish(training: Training, state: LoopState, stopped_early: bool, meter: EfficiencyMeter) -> dict:
     """The selected checkpoint's final metrics (from the task), written with the run's totals as metrics.json,
     then ``done``."""
     cfg, run_dir, accelerator = training.cfg, training.run_dir, training.accelerator
@@ -493,7 +496,8 @@ def finish(training: Training, state: LoopState, stopped_early: bool) -> dict:
               "wall_time_s": round(wall, 2), "train_time_s": round(state.train_seconds, 2),
               **({"compile_time_s": round(state.compile_seconds, 2)} if cfg.hardware.get("compile") else {}),
               f"train_{training.task.unit}_per_s": round(state.samples / max(state.train_seconds, 1e-9), 2),
-              "efficiency": EfficiencyMeter(training, state).record(state), "parameters": {"trainable": trainable, "total": total}, **task_result,
+              "efficiency": meter.record(state), "parameters": {"trainable": trainable, "total": total},
+              **task_result,
               "xdt": provenance.code_version(), "machine": provenance.machine()}
     if cfg.model.get("init_from"):  # the run started from another run's weights: say which, and what they cost
         result["init_from"] = cfg.model.init_from

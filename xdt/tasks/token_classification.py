@@ -241,7 +241,8 @@ class TokenClassification(Task):
             text = concatenate_datasets([tokenize(d.unlabeled, tokenizer, length, cfg.cache_dir)
                                          .add_column("domain", [i] * len(d.unlabeled)) for i, d in enumerate(targets)])
             target = make_loader(text, int(cfg.batch_size), collator, True, int(cfg.seed) + 1, workers)
-        describe = {"task": self.name, "train_on": self.train_on, "target_repeats": self.repeats, "strategy": strategy.name, "model": cfg.model.name,
+        describe = {"task": self.name, "train_on": self.train_on, "target_repeats": self.repeats,
+                    "strategy": strategy.name, "model": cfg.model.name,
                     "peft": cfg.model.get("peft") or "none", "seed": int(cfg.seed),
                     "sources": [d.name for d in sources], "targets": [d.name for d in targets]}
         return Setup(strategy, source, target, evaluation, collator, max_steps, describe)
