@@ -24,13 +24,13 @@ def test_evaluation_scores_in_inference_mode_and_training_goes_on(smoke, tmp_pat
     """Every scoring forward pass runs in inference mode; a strategy that adapts to shots (gradient steps inside
     evaluation) still adapts, and training after an evaluation still has gradients."""
     modes = []
-    predict = Strategy.predict
+    predict = Strategy.predict_with_features
 
     def watched(self, batch):
         modes.append(torch.is_inference_mode_enabled())
         return predict(self, batch)
 
-    monkeypatch.setattr(Strategy, "predict", watched)
+    monkeypatch.setattr(Strategy, "predict_with_features", watched)
     result = train(smoke(*overrides), tmp_path / "run")
     assert modes and all(modes)
     assert result["steps"] == int(smoke(*overrides).max_steps)

@@ -149,10 +149,10 @@ def test_a_classification_metric_is_refused_for_ner_runs_with_one_message(protoc
     assert not (protocols / "report").exists()
 
 
-@pytest.mark.parametrize("criterion", ["entropy", "im"])
+@pytest.mark.parametrize("criterion", ["entropy", "im", "dev", "reverse_val"])
 def test_label_free_selection_is_refused_for_ner_runs_with_one_message(protocols, criterion):
-    message = (rf"^--selection {criterion} reads predicted class distributions, which only sequence-classification "
-               rf"runs record; token-classification \(NER\) runs select with own, source_val, target_val, "
+    message = (rf"^--selection {criterion} reads label-free scores \(class distributions, features\) that only "
+               rf"sequence-classification runs record; token-classification \(NER\) runs select with own, source_val, target_val, "
                rf"target_oracle, last \(default own\)$")
     with pytest.raises(XdtError, match=message):
         write_report(protocols, criterion=criterion)

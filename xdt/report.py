@@ -13,10 +13,13 @@ the checkpoint each run selected itself (``--selection own``): best F1 on the va
 protocol trains on, source_val for ``task.train_on=source`` and target_val for the protocols that train on target
 labels (target, both, source_then_target), for which the target validation split is their own, not an oracle.
 ``--selection target_oracle`` (or ``target_val``) is reported as target_val for those runs and flagged as an
-oracle for the others; ``entropy`` and ``im`` read class distributions that NER runs do not record, and are
-refused for them, as is a metric the task does not score. The protocol is a different experiment: where
-``task.train_on`` varies among a table's runs, every row's label says it (``erm task.train_on=both``), and a row's
-ERM reference has the same protocol.
+oracle for the others; ``entropy``, ``im``, ``dev`` and ``reverse_val`` read class distributions and features
+that NER runs do not record, and are refused for them, as is a metric the task does not score. The protocol is
+a different experiment: where ``task.train_on`` varies among a table's runs, every row's label says it
+(``erm task.train_on=both``), and a row's ERM reference has the same protocol.
+
+**The selection gap** (sequence classification): a table of the target score each criterion reaches when it
+chooses a strategy's settings and checkpoint together, next to the oracle's (:mod:`xdt.selection_gap`).
 
 **A folder that mixes tasks gets one table per task**, each with its task's metric and selection, under a
 heading per task in report.md and one after the other on the terminal; report.csv has a ``task`` column. A
@@ -63,7 +66,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 import xdt
-from xdt import plots, selection
+from xdt import plots, selection, selection_gap
 from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
@@ -429,7 +432,8 @@ def check_choices(tasks: list[str], criterion: str | None, metric: str | None) -
             raise XdtError(f"--metric {metric}: {view.noun} runs are scored with {', '.join(view.metrics)} "
                            f"(default {view.metrics[0]}), not {metric}{mixed}")
         if criterion is not None and criterion not in view.criteria:
-            why = (" reads predicted class distributions, which only sequence-classification runs record;"
+            why = (" reads label-free scores (class distributions, features) that only sequence-classification "
+                   "runs record;"
                    if criterion in selection.LABEL_FREE else " does not apply to them;")
             raise XdtError(f"--selection {criterion}{why} {view.noun} runs select with "
                            f"{', '.join(view.criteria)} (default {view.criteria[0]}){mixed}")
@@ -824,6 +828,15 @@ def folder_text(reports: list[Report], folder: Path, diagnose: bool, title: str,
     return text
 
 
+def selection_gap_table(report: Report) -> list[list[str]]:
+    """The selection-gap table (:mod:`xdt.selection_gap`) of a sequence-classification report; nothing for other
+    tasks, whose runs record no label-free scores."""
+    if report.task != "sequence_classification":
+        return []
+    runs = [run for row in report.rows for run in report.runs[row]]
+    return selection_gap.gap_table(runs, report.pairs, report.metric, report.pair_of, mean_interval)
+
+
 def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##") -> list[str]:
     """The tables of one report, their sections headed at ``level``."""
     text = [md(report.caption()) + "\n", markdown(main_table(report)),
@@ -839,6 +852,17 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
                  "how many seeds came out above ERM. Runs that share a seed share their initial weights and batch "
                  "order, so these differences are less noisy than the gain in the first table. An interval that "
                  "contains 0 means these seeds cannot tell the strategy from ERM.\n", markdown(paired)]
+    gap = selection_gap_table(report)
+    if gap:
+        text += [f"\n{level} Selection gap\n", md(
+                 f"Target test {report.metric} when each criterion chooses a strategy's settings and checkpoint "
+                 "together: per pair and seed, among every evaluation of every run of the strategy that differs "
+                 "only in strategy.* and optimizer.* settings (the trials of a hyperparameter search); mean over "
+                 "seeds, then over the pairs. In brackets: the difference from ERM chosen by the same criterion, "
+                 "and its 95% interval over seeds. target_oracle reads target validation LABELS: it is the ceiling "
+                 "of selection, not an estimate of transfer. If the oracle beats ERM and no label-free criterion "
+                 "does, selection is the bottleneck; if the oracle does not, the method does not help at this "
+                 "budget.") + "\n", markdown(gap)]
     if diagnose:
         text += [f"\n{level} Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "

@@ -13,6 +13,14 @@ can be applied after the fact to any finished run: one run serves every criterio
   mean prediction minus mean entropy of the predictions, so confident *and* diverse predictions win
   (Gomes et al., NIPS 2010; the IM validator of pytorch-adapt, Musgrave et al., "Benchmarking
   Validation Methods for Unsupervised Domain Adaptation", 2021).
+* ``dev``: lowest deep embedded validation risk, the source validation loss importance-weighted towards the
+  target by a domain classifier on the model's features (You et al., ICML 2019), labels of target unused.
+* ``reverse_val``: highest reverse validation accuracy, a classifier trained on target validation text labeled by
+  the model's predictions and scored on source validation (Zhong et al., ECML PKDD 2010), labels of target unused.
+  Both are computed at every evaluation by :mod:`xdt.transfer_validation`.
+
+Every criterion but ``target_oracle`` (and ``last``) can also be what a hyperparameter search maximises
+(:func:`xdt.sweep.objective`), so trials are chosen as checkpoints are, without target labels.
 
 One criterion is recorded by runs but is not a training setting of that name: ``target_val``, the best target
 validation metric of a run whose protocol trains on the targets' labels (token classification with
@@ -35,13 +43,19 @@ CRITERIA = {
     "target_oracle": "best target validation {metric} (TARGET LABELS USED: optimistic)",
     "entropy": "lowest prediction entropy on unlabeled target validation text",
     "im": "highest information maximisation on unlabeled target validation text",
+    "dev": "lowest deep embedded validation risk (source validation loss weighted towards unlabeled target text)",
+    "reverse_val": "highest reverse validation accuracy (a classifier of target text labeled by the model, "
+                   "scored on source validation)",
 }
 # Recorded by runs (and applied by xdt report), never chosen by ``selection=`` in a training config.
 RECORDED = {
     "target_val": "best target validation {metric} (the protocol trains on target labels: its own validation split)",
 }
-NEEDS_TARGETS = ("target_oracle", "target_val", "entropy", "im")
-LABEL_FREE = ("entropy", "im")  # read class distributions: sequence classification only
+NEEDS_TARGETS = ("target_oracle", "target_val", "entropy", "im", "dev", "reverse_val")
+# Read unlabeled target text through class distributions and features, which only sequence classification records.
+LABEL_FREE = ("entropy", "im", "dev", "reverse_val")
+# What a hyperparameter search may maximise: every criterion that reads no target label and scores a model.
+SEARCH_OBJECTIVES = ("source_val", *LABEL_FREE)
 
 
 def unsupervised_scores(probabilities: np.ndarray) -> dict[str, float]:
@@ -89,6 +103,11 @@ def score(results: dict[str, dict], criterion: str, metric: str = "accuracy") ->
         return None if entropy is None else -entropy
     if criterion == "im":
         return _mean(results, "target", "validation", "im")
+    if criterion == "dev":
+        risk = _mean(results, "target", "validation", "dev_risk")
+        return None if risk is None else -risk
+    if criterion == "reverse_val":
+        return _mean(results, "target", "validation", "reverse_accuracy")
     return 0.0  # "last": every evaluation ties, and select() keeps the latest
 
 

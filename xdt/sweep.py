@@ -23,15 +23,21 @@ from omegaconf import DictConfig, OmegaConf
 from xdt.errors import XdtError
 from xdt.job_names import NOT_IN_NAMES
 from xdt.run_files import DONE, FAILED
+from xdt.selection import SEARCH_OBJECTIVES
 
 log = logging.getLogger(__name__)
 
 
 
 def objective(result: dict) -> float:
-    """What a job returns to the sweeper: the best source validation score (never a target score), so a
-    hyperparameter search cannot tune on target labels even when a run reports oracle selection."""
-    value = result.get("source_validation_best")
+    """What a job returns to the sweeper (which maximises it): the best value of the run's own ``selection``
+    criterion where that reads no target label (source_val, entropy, im, dev, reverse_val:
+    ``selection.SEARCH_OBJECTIVES``), else the best source validation score. So a hyperparameter search chooses
+    settings as the run chooses its checkpoint, and can never tune on target labels, even when a run reports
+    oracle selection."""
+    chosen = result.get("selection") or {}
+    value = chosen.get("value") if chosen.get("criterion") in SEARCH_OBJECTIVES else None
+    value = result.get("source_validation_best") if value is None else value
     return math.nan if value is None else float(value)
 
 

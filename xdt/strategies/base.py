@@ -110,7 +110,13 @@ class Strategy(nn.Module):
 
     def predict(self, batch: Batch) -> torch.Tensor:
         """Class logits for evaluation."""
-        return self.model(batch["input_ids"], batch["attention_mask"])
+        return self.predict_with_features(batch)[0]
+
+    def predict_with_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class logits and the pooled features they come from, from one forward pass (label-free validation,
+        :mod:`xdt.transfer_validation`, reads both)."""
+        features = self.model.features(batch["input_ids"], batch["attention_mask"])
+        return self.model.classify(features), features
 
     def source_features(self, source: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Features of a source batch (pooled per text: what alignment strategies compare across domains) and

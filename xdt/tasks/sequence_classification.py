@@ -31,6 +31,7 @@ from xdt.models import build_classifier, check_max_length, count_parameters, loa
     model_files_problem, save_model_files
 from xdt.strategies.base import Batch, Strategy, StrategyContext
 from xdt.tasks.base import Scores, Setup, Task, log_unscored_sets, training_steps
+from xdt.transfer_validation import SetOutputs, pooled, token_bags, transfer_scores
 
 log = logging.getLogger(__name__)
 
@@ -110,9 +111,10 @@ class SequenceClassification(Task):
             log.info("scoring %s on the checkpoint of step %d", ", ".join(missing), chosen_step)
             checkpoint.load_weights(strategy, checkpoint.step_dir(run_dir, chosen_step))
             sets = data.eval_sets()
-            loaders = eval_loaders({name: sets[name] for name in missing}, int(cfg.eval_batch_size), self.collator,
-                                   accelerator)
-            metrics.update(evaluate(strategy, loaders, accelerator, self.shots))
+            loaders = eval_loaders({name: sets[name] for name in sets_to_score(missing, names)},
+                                   int(cfg.eval_batch_size), self.collator, accelerator)
+            results = evaluate(strategy, loaders, accelerator, self.shots)
+            metrics.update({name: results[name] for name in missing})
             metrics = {name: metrics[name] for name in names}
         result = {"label_names": data.label_names, "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
         if cfg.selection == "target_oracle":
@@ -180,6 +182,17 @@ def tracked_splits(cfg: DictConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return ("validation",), ("validation",) if cfg.selection in selection.NEEDS_TARGETS else ()
 
 
+def sets_to_score(missing: list[str], names: list[str]) -> list[str]:
+    """The sets the end of a run scores: the ones training did not, and source validation again where a target
+    validation set is among them (its label-free scores read source validation; the same weights score it the same)."""
+    def validation(name: str, role: str) -> bool:
+        return name.startswith(f"{role}/") and name.endswith("/validation")
+
+    if not any(validation(name, "target") for name in missing):
+        return missing
+    return missing + [name for name in names if validation(name, "source") and name not in missing]
+
+
 def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dict[str, Batch]:
     """Each target's few-shot examples as one batch on ``device``, keyed by target name, for strategies
     that adapt to them before scoring (:attr:`Strategy.adapts_to_shots`)."""
@@ -190,7 +203,9 @@ def shot_batches(data: RunData, collator: Collator, device: torch.device) -> dic
 def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
              shots: dict[str, Batch] | None = None) -> Scores:
     """Metrics of ``strategy.predict`` on every loader, keyed like the loaders (``role/domain/split``), and
-    the label-free scores that unsupervised model selection reads (prediction entropy, IM).
+    the label-free scores that unsupervised model selection reads: prediction entropy and IM of every set, and
+    on each target validation set deep embedded validation and reverse validation against source validation
+    (:mod:`xdt.transfer_validation`).
 
     ``shots`` (target name -> its labeled shots) makes each such target's sets be scored by
     ``strategy.adapted(shots)``, adapted once per target; sources are always scored by ``strategy``.
@@ -207,24 +222,41 @@ def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
                 if domain not in adapted:
                     adapted[domain] = strategy.adapted(shots[domain])
                 scorers[name] = adapted[domain]
-    results = {name: score_set(scorers[name], loader, accelerator) for name, loader in loaders.items()}
+    scored = {name: score_set(scorers[name], loader, accelerator) for name, loader in loaders.items()}
+    results = {name: scores for name, (scores, _) in scored.items()}
+    same_model = [name for name in scored if scorers[name] is strategy]  # features of one model compare
+    add_transfer_scores(results, {name: scored[name][1] for name in same_model})
     strategy.train(was_training)
     return results
 
 
+def add_transfer_scores(results: Scores, outputs: dict[str, SetOutputs]) -> None:
+    """Deep embedded validation and reverse validation of each target validation set in ``outputs``, against the
+    source validation sets there pooled, into that set's scores (``dev_risk``, ``reverse_accuracy``)."""
+    sources = [out for name, out in outputs.items() if name.startswith("source/") and name.endswith("/validation")]
+    if not sources:
+        return
+    source = pooled(sources)
+    for name, target in outputs.items():
+        if name.startswith("target/") and name.endswith("/validation"):
+            results[name].update(transfer_scores(source, target))
+
+
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions and views)
-def score_set(scorer, loader: DataLoader, accelerator: Accelerator) -> dict[str, float | None]:
-    """The metrics and label-free scores of one evaluation set."""
-    probabilities, references = [], []
+def score_set(scorer, loader: DataLoader, accelerator: Accelerator) -> tuple[dict[str, float | None], SetOutputs]:
+    """The metrics and label-free scores of one evaluation set, and its features, predictions and labels."""
+    gathered = []  # per batch: probabilities, labels, features, bags of words
     for batch in loader:
         with accelerator.autocast():
-            logits = scorer.predict(batch)
-        probs, labels = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"]))
-        probabilities.append(probs.cpu())
-        references.append(labels.cpu())
-    probabilities = torch.cat(probabilities).numpy()
-    return {**classification_metrics(torch.cat(references).numpy(), probabilities),
-            **selection.unsupervised_scores(probabilities)}
+            logits, features = scorer.predict_with_features(batch)
+        bags = token_bags(batch["input_ids"], batch["attention_mask"])
+        parts = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"], features.float(), bags))
+        gathered.append([part.cpu() for part in parts])
+    probabilities, labels, features, bags = (torch.cat(column).numpy() for column in zip(*gathered))
+    outputs = SetOutputs(features, probabilities, labels, bags)
+    scores = {**classification_metrics(outputs.labels, outputs.probabilities),
+              **selection.unsupervised_scores(outputs.probabilities)}
+    return scores, outputs
 
 
 def transfer_gaps(metrics: Scores, metric: str = "accuracy") -> dict[str, float]:
