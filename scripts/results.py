@@ -2,16 +2,20 @@
 into ``docs/results/<benchmark>/`` (report.md, report.csv and the figures, headed by the commands, the commit,
 the machine and the date).
 
-Each benchmark is one row of ``BENCHMARKS``: the overrides of one sweep. The runs go to ``--runs/<benchmark>``
-(outside the repository by default, they are large); launching again skips finished jobs and resumes cut-off
-ones, so an interrupted benchmark continues where it stopped. Only the report files are committed.
+Each benchmark is one row of ``BENCHMARKS``: the overrides of one sweep, or of several where one sweep cannot
+hold the grid (a Cartesian product cannot leave out a domain paired with itself, or give one strategy a setting
+another lacks). The runs go to ``--runs/<benchmark>`` (``--runs/<benchmark>/<k>`` for the k-th of several
+sweeps; outside the repository by default, they are large); launching again skips finished jobs and resumes
+cut-off ones, so an interrupted benchmark continues where it stopped. Only the report files are committed.
 
     python scripts/results.py --list
     python scripts/results.py synthetic_shift                        # no data needed, tiny model
     XDT_DATA_DIR=../shared/data python scripts/results.py fdu_150    # MiniLM on FDU-MTL pairs
     python scripts/results.py fdu_150 --runs /scratch/xdt-runs -- hardware=gpu hardware.mixed_precision=no
+    python scripts/results.py da_grid -- hardware=gpu hydra/launcher=local_parallel hydra.launcher.n_jobs=8
 
-Arguments after ``--`` are added to every job (a GPU, a data folder); they appear in the report's header.
+Arguments after ``--`` are added to every job (a GPU, a data folder, a launcher); they appear in the report's
+header.
 """
 
 from __future__ import annotations
@@ -24,31 +28,65 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# name -> (what it compares, the sweep's overrides)
-BENCHMARKS: dict[str, tuple[str, list[str]]] = {
+# The domain-adaptation benchmark (configs/experiment/da_grid.yaml): four FDU-MTL product domains chosen by
+# vocabulary overlap (scripts/choose_domains.py), so 12 ordered pairs.
+DA_DOMAINS = ("apparel", "camera_photo", "music", "video")
+# Source-only ERM, and the candidates with published gains for pretrained text encoders, each over the settings a
+# search would try: DANN's adversarial weight, CORAL's and MMD's penalty weights, self-training's confidence
+# threshold (with SHOT's diversity term), and UDALM-style masked-LM on target text (mtl, one source: no domain heads).
+DA_STRATEGIES = (["strategy=erm"],
+                 ["strategy=dann", "strategy.weight=0.03,0.1,0.3,1.0"],
+                 ["strategy=coral", "strategy.weight=0.1,0.3,1.0,3.0"],
+                 ["strategy=mmd", "strategy.weight=0.1,0.3,1.0,3.0"],
+                 ["strategy=self_train", "strategy.threshold=0.8,0.9,0.95"],
+                 ["strategy=mtl", "strategy.domain_heads=false", "strategy.mlm_weight=0.1,0.3,1.0"])
+
+
+def da_grid_sweeps(domains: tuple[str, ...] = DA_DOMAINS, seeds: str = "0,1,2") -> list[list[str]]:
+    """One sweep per strategy and source domain: its targets are the other domains."""
+    return [["experiment=da_grid", f"source_domain=fdu_{source}",
+             "target_domain=" + ",".join(f"fdu_{target}" for target in domains if target != source),
+             *strategy, f"seed={seeds}"]
+            for strategy in DA_STRATEGIES for source in domains]
+
+
+def weight_sweep(strategy: str, weights: str) -> list[str]:
+    return ["experiment=synthetic_shift", f"strategy={strategy}", f"strategy.weight={weights}", "seed=0,1,2"]
+
+
+# name -> (what it compares, the overrides of each of its sweeps)
+BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
     "synthetic_shift": (
         "alignment strategies against ERM on the designed synthetic shift (tiny model, books -> kitchen, 300 steps)",
-        ["experiment=synthetic_shift", "strategy=erm,dann,coral,mmd", "seed=0,1,2"]),
+        [["experiment=synthetic_shift", "strategy=erm,dann,coral,mmd", "seed=0,1,2"]]),
+    "synthetic_selection": (
+        "the selection gap on the synthetic shift: DANN, CORAL and MMD over four weights each, against ERM",
+        [["experiment=synthetic_shift", "strategy=erm", "seed=0,1,2"], weight_sweep("dann", "0.03,0.1,0.3,1.0"),
+         weight_sweep("coral", "0.3,1.0,3.0,10.0"), weight_sweep("mmd", "0.3,1.0,3.0,10.0")]),
+    "da_grid": (
+        "the domain-adaptation benchmark: MiniLM, 12 pairs of four FDU-MTL domains, 3 epochs, 3 seeds, ERM and "
+        "five adaptation strategies over their settings",
+        da_grid_sweeps()),
     "fdu_apparel_to_MR_150": (
         "ERM, DANN and CORAL with MiniLM on FDU-MTL apparel -> MR at the 150-step comparison budget",
-        ["experiment=fdu_apparel_to_MR", "strategy=erm,dann,coral", "seed=0,1"]),
+        [["experiment=fdu_apparel_to_MR", "strategy=erm,dann,coral", "seed=0,1"]]),
     "fdu_150": (
         "strategies on three FDU-MTL pairs with MiniLM at the 150-step comparison budget",
-        ["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
-         "strategy=erm,dann,coral,mmd,fgm,self_train,lp_ft,augment", "seed=0,1"]),
+        [["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
+          "strategy=erm,dann,coral,mmd,fgm,self_train,lp_ft,augment", "seed=0,1"]]),
     "fdu_300": (
         "the same pairs at twice the budget (300 steps)",
-        ["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby", "strategy=erm,dann,coral,fgm,self_train,augment",
-         "max_steps=300", "seed=0,1,2"]),
+        [["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby", "strategy=erm,dann,coral,fgm,self_train,augment",
+          "max_steps=300", "seed=0,1,2"]]),
     "few_shot": (
         "k labeled target examples per class (k = 0, 8, 32, 128) on FDU-MTL apparel -> MR",
-        ["experiment=few_shot_apparel_to_MR"]),
+        [["experiment=few_shot_apparel_to_MR"]]),
     "tapt": (
         "task-adaptive pretraining (100 masked-LM steps on target text) before fine-tuning, against ERM",
-        ["experiment=tapt_apparel_to_MR,tapt_imdb_to_baby,fdu_apparel_to_MR,fdu_imdb_to_baby", "seed=0,1"]),
+        [["experiment=tapt_apparel_to_MR,tapt_imdb_to_baby,fdu_apparel_to_MR,fdu_imdb_to_baby", "seed=0,1"]]),
     "meta_learning": (
         "Reptile and first-order MAML against multi-source ERM, three FDU-MTL sources -> MR",
-        ["experiment=meta_sources_to_MR"]),
+        [["experiment=meta_sources_to_MR"]]),
 }
 
 
@@ -71,16 +109,20 @@ def main() -> None:
     parser.add_argument("--list", action="store_true", help="list the benchmarks and their sweeps")
     args = parser.parse_args()
     if args.list or not args.benchmark:
-        for name, (what, overrides) in BENCHMARKS.items():
-            print(f"{name:<16} {what}\n{'':<16} xdt train -m {' '.join(overrides)}")
+        for name, (what, sweeps) in BENCHMARKS.items():
+            print(f"{name:<20} {what}")
+            for overrides in sweeps:
+                print(f"{'':<20} xdt train -m {' '.join(overrides)}")
         return
-    _, overrides = BENCHMARKS[args.benchmark]
+    _, sweeps = BENCHMARKS[args.benchmark]
     # Paths relative to the repository (the commands run there): the report's header shows them, and a
     # published report should not carry this machine's home folder.
     sweep = os.path.relpath((args.runs / args.benchmark).resolve(), ROOT)
     out = os.path.relpath((args.out / args.benchmark).resolve(), ROOT)
     xdt = str(Path(sys.executable).with_name("xdt"))
-    run([xdt, "train", "-m", *overrides, *args.extra, f"hydra.sweep.dir={sweep}"])
+    for k, overrides in enumerate(sweeps):
+        folder = sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))
+        run([xdt, "train", "-m", *overrides, *args.extra, f"hydra.sweep.dir={folder}"])
     run([xdt, "report", sweep, "--out", out])
 
 
