@@ -208,3 +208,6 @@ def test_k_shot_rows_are_compared_with_zero_shots_and_listed_in_numeric_order(tm
     assert set(erm_references(by_row).values()) == {"erm target_domain.shots=0"}
     rows = sorted(by_row, key=natural_order)
     assert rows == [f"erm target_domain.shots={k}" for k in (0, 8, 32, 128)]
+    weights = ["dann strategy.weight=1.0", "dann strategy.weight=0.1", "dann strategy.weight=0.03"]
+    assert sorted(weights, key=natural_order) == weights[::-1]
+    assert sorted(["erm optimizer.lr=0.0001", "erm optimizer.lr=5e-05"], key=natural_order)[0].endswith("5e-05")

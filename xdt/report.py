@@ -530,9 +530,13 @@ def _remedy_off(key: str, value: object) -> bool:
     return any(key.startswith(prefix) and value == off for prefix, off in REMEDIES.items())
 
 
+NUMBER = re.compile(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)")
+
+
 def natural_order(text: str) -> tuple:
-    """Sort key that puts numbers in numeric order: shots=8 before shots=32 before shots=128."""
-    return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
+    """Sort key that puts numbers in numeric order: shots=8 before shots=32 before shots=128, weight=0.03 before
+    weight=0.1, lr=5e-05 before lr=0.0001. Parts alternate text, number, text, ..., so keys always compare."""
+    return tuple(float(part) if i % 2 else part for i, part in enumerate(NUMBER.split(text)))
 
 
 def varying_keys(settings: list[dict[str, object]]) -> list[str]:
