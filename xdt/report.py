@@ -72,7 +72,7 @@ from xdt.console import console
 from xdt.errors import XdtError
 from xdt.metrics import ENTITY_METRIC_NAMES, METRIC_NAMES
 from xdt.provenance import git_commit, machine
-from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs, launch_overrides
+from xdt.runs import CONFIG, DEFAULT_TASK, ROLES, Run, find_runs, launch_overrides, varying_keys
 
 ARROW = "→"
 OWN = "own"  # --selection own: the checkpoint each run selected itself (its metrics.json)
@@ -537,12 +537,6 @@ def natural_order(text: str) -> tuple:
     """Sort key that puts numbers in numeric order: shots=8 before shots=32 before shots=128, weight=0.03 before
     weight=0.1, lr=5e-05 before lr=0.0001. Parts alternate text, number, text, ..., so keys always compare."""
     return tuple(float(part) if i % 2 else part for i, part in enumerate(NUMBER.split(text)))
-
-
-def varying_keys(settings: list[dict[str, object]]) -> list[str]:
-    """The keys whose values differ between some of these runs' settings, sorted."""
-    keys = sorted({k for one in settings for k in one})
-    return [k for k in keys if len({repr(one.get(k)) for one in settings}) > 1]
 
 
 def values_of(settings: list[dict[str, object]], keys: list[str]) -> set[tuple[str, ...]]:

@@ -151,6 +151,12 @@ class Run:
         return flat
 
 
+def varying_keys(settings: list[dict[str, object]]) -> list[str]:
+    """The keys whose values differ between some of these runs' settings (:meth:`Run.settings`), sorted."""
+    keys = sorted({k for one in settings for k in one})
+    return [k for k in keys if len({repr(one.get(k)) for one in settings}) > 1]
+
+
 def _portable(value: object, data_dir: object) -> object:
     """``value`` with an absolute path replaced by its place below ``data_dir``, or else by its file name."""
     if isinstance(value, list):

@@ -26,7 +26,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from xdt import selection
-from xdt.runs import Run
+from xdt.runs import Run, varying_keys
 
 # Criteria that can choose among the runs of a family ("last" cannot: every run has a last evaluation).
 GAP_CRITERIA = ("source_val", "entropy", "im", "dev", "reverse_val", "target_oracle")
@@ -45,6 +45,15 @@ class Family:
     strategy: str
     key: tuple  # its settings outside SEARCHED (the same for every member)
     runs: list[Run] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.key[0]
+
+    @property
+    def fixed(self) -> tuple:
+        """Its settings outside the search, as (key, repr(value)) pairs."""
+        return self.key[2]
 
     @property
     def settings_searched(self) -> int:
@@ -71,19 +80,14 @@ def families(runs: list[Run]) -> list[Family]:
             key = family_key(run)
             grouped.setdefault(key, Family("", run.strategy, key)).runs.append(run)
     found = sorted(grouped.values(), key=lambda f: (f.strategy != "erm", f.strategy, str(f.key)))
-    several_models = len({f.key[0] for f in found}) > 1
-    varying = _varying_keys([dict(f.key[2]) for f in found])
+    several_models = len({f.model for f in found}) > 1
+    varying = varying_keys([dict(f.fixed) for f in found])
     for family in found:
-        values = dict(family.key[2])
-        suffix = " ".join(f"{k}={values.get(k, 'null')}" for k in varying)
-        name = f"{family.key[0]}/{family.strategy}" if several_models else family.strategy
+        values = family.runs[0].settings()  # the same outside the search for every member
+        suffix = " ".join(f"{k}={'null' if values.get(k) is None else values[k]}" for k in varying)
+        name = f"{family.model}/{family.strategy}" if several_models else family.strategy
         family.label = f"{name} {suffix}".strip()
     return found
-
-
-def _varying_keys(settings: list[dict[str, str]]) -> list[str]:
-    keys = sorted({k for one in settings for k in one})
-    return [k for k in keys if len({one.get(k) for one in settings}) > 1]
 
 
 def on_target(scores: dict[str, dict], target: str) -> dict[str, dict]:
@@ -140,7 +144,7 @@ def gap_cell(family: Family, pairs: list[str], criterion: str, metric: str, pair
 
 def reference_of(family: Family, found: list[Family]) -> Family | None:
     """The ERM family with the same model and the same settings outside the search, if there is one."""
-    return next((f for f in found if f.strategy == "erm" and f.key[0] == family.key[0] and f.key[2] == family.key[2]),
+    return next((f for f in found if f.strategy == "erm" and f.model == family.model and f.fixed == family.fixed),
                 None)
 
 
