@@ -90,12 +90,9 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
 }
 
 
-def run(command: list[str]) -> None:
+def run(command: list[str]) -> int:
     print("+", " ".join(command), flush=True)
-    status = subprocess.run(command, cwd=ROOT).returncode
-    if status != 0:
-        sys.exit(f"{command[0]} {command[1]} ended with status {status}; the runs so far are kept, "
-                 f"launch the same command again to continue")
+    return subprocess.run(command, cwd=ROOT).returncode
 
 
 def main() -> None:
@@ -120,10 +117,16 @@ def main() -> None:
     sweep = os.path.relpath((args.runs / args.benchmark).resolve(), ROOT)
     out = os.path.relpath((args.out / args.benchmark).resolve(), ROOT)
     xdt = str(Path(sys.executable).with_name("xdt"))
-    for k, overrides in enumerate(sweeps):
-        folder = sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))
-        run([xdt, "train", "-m", *overrides, *args.extra, f"hydra.sweep.dir={folder}"])
-    run([xdt, "report", sweep, "--out", out])
+    # A sweep with a failed job goes on to the next sweep: the report lists the failures, and launching the same
+    # command again retries them (and skips what finished).
+    failed = [k for k, overrides in enumerate(sweeps)
+              if run([xdt, "train", "-m", *overrides, *args.extra,
+                      f"hydra.sweep.dir={sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))}"]) != 0]
+    if run([xdt, "report", sweep, "--out", out]) != 0:
+        sys.exit("xdt report failed; the runs are kept")
+    if failed:
+        sys.exit(f"{len(failed)} of {len(sweeps)} sweeps had failed jobs (the report lists them); the runs so far "
+                 f"are kept: launch the same command again to retry them")
 
 
 if __name__ == "__main__":
