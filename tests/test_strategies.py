@@ -548,11 +548,12 @@ def test_evaluate_scores_targets_with_the_adapted_strategy_and_sources_with_the_
             self.adaptations += 1
             return Constant(1)
 
-        def predict(self, batch):
-            return F.one_hot(torch.full((len(batch["labels"]),), self.label), 2).float()
+        def predict_with_features(self, batch):
+            logits = F.one_hot(torch.full((len(batch["labels"]),), self.label), 2).float()
+            return logits, torch.zeros(len(logits), 4)
 
     labels = torch.tensor([1, 1, 0, 1])
-    loader = [{"labels": labels}]
+    loader = [{"labels": labels, "input_ids": torch.ones(4, 3, dtype=torch.long), "attention_mask": torch.ones(4, 3)}]
     loaders = {"source/a/test": loader, "target/b/validation": loader, "target/b/test": loader}
     accelerator = Accelerator(cpu=True)
     strategy = Constant(0)

@@ -95,6 +95,18 @@ def test_scoring_leaves_the_random_state_of_training_alone():
     assert torch.equal(before, torch.get_rng_state())
 
 
+def test_large_splits_are_sampled_to_a_bounded_size_the_same_way_every_time():
+    rng = np.random.default_rng(0)
+    labels = np.arange(2 * tv.MAX_EXAMPLES + 10) % 2
+    big = _outputs(labels, labels, 3, rng)
+    first, again = tv.sample(big), tv.sample(big)
+    assert len(first.labels) == tv.MAX_EXAMPLES and np.array_equal(first.features, again.features)
+    small = _outputs(labels[:50], labels[:50], 3, rng)
+    assert tv.sample(small) is small
+    scores = tv.transfer_scores(_outputs(labels, labels, 2, rng), big)
+    assert scores["reverse_accuracy"] == pytest.approx(1.0, abs=0.05)
+
+
 def test_the_criteria_read_the_target_validation_scores():
     results = {"source/a/validation": {"accuracy": 0.9},
                "target/b/validation": {"accuracy": 0.7, "dev_risk": 0.25, "reverse_accuracy": 0.8}}

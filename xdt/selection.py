@@ -13,7 +13,7 @@ can be applied after the fact to any finished run: one run serves every criterio
   mean prediction minus mean entropy of the predictions, so confident *and* diverse predictions win
   (Gomes et al., NIPS 2010; the IM validator of pytorch-adapt, Musgrave et al., "Benchmarking
   Validation Methods for Unsupervised Domain Adaptation", 2021).
-* ``dev``: lowest deep embedded validation risk, the source validation loss importance-weighted towards the
+* ``dev``: lowest deep embedded validation risk, the source validation error importance-weighted towards the
   target by a domain classifier on the model's features (You et al., ICML 2019), labels of target unused.
 * ``reverse_val``: highest reverse validation accuracy, a classifier trained on target validation text labeled by
   the model's predictions and scored on source validation (Zhong et al., ECML PKDD 2010), labels of target unused.
@@ -43,7 +43,7 @@ CRITERIA = {
     "target_oracle": "best target validation {metric} (TARGET LABELS USED: optimistic)",
     "entropy": "lowest prediction entropy on unlabeled target validation text",
     "im": "highest information maximisation on unlabeled target validation text",
-    "dev": "lowest deep embedded validation risk (source validation loss weighted towards unlabeled target text)",
+    "dev": "lowest deep embedded validation risk (source validation error weighted towards unlabeled target text)",
     "reverse_val": "highest reverse validation accuracy (a classifier of target text labeled by the model, "
                    "scored on source validation)",
 }

@@ -42,6 +42,8 @@ REVERSE_L2 = 1e-2
 FOLDS = 2
 RATIO_CLIP = 0.01  # P(target | x) kept in [clip, 1 - clip]: a weight is at most 99 times the prior ratio
 BAG_BUCKETS = 2 ** 14  # token ids hashed into this many bag-of-words columns for the reverse classifier
+BAG_COLUMNS = 4096  # of which the reverse classifier reads the most frequent ones that both domains hold
+MAX_EXAMPLES = 2000  # per domain (a fixed random sample beyond): cost and memory stay bounded on large splits
 
 
 @dataclass
@@ -138,15 +140,28 @@ def reverse_accuracy(source: SetOutputs, target: SetOutputs) -> float:
     pseudo = target.probabilities.argmax(axis=1)
     if len(np.unique(pseudo)) == 1:  # nothing to learn: the reverse classifier predicts that one class
         return float(np.mean(source.labels == pseudo[0]))
-    used = (target.bags.any(axis=0)) & (source.bags.any(axis=0))  # a column only one side has cannot carry over
+    # A column only one side holds cannot carry over; of the others, the most frequent ones.
+    frequency = target.bags.sum(axis=0, dtype=np.int64) + source.bags.sum(axis=0, dtype=np.int64)
+    frequency[~(target.bags.any(axis=0) & source.bags.any(axis=0))] = 0
+    used = np.argsort(-frequency, kind="stable")[:min(BAG_COLUMNS, int((frequency > 0).sum()))]
     x_target, x_source = (torch.from_numpy(s.bags[:, used]).double() for s in (target, source))
     weights = fit_logistic(x_target, torch.from_numpy(pseudo).long(), target.probabilities.shape[1], REVERSE_L2)
     predicted = log_probabilities(weights, x_source).argmax(-1).numpy()
     return float(np.mean(predicted == source.labels))
 
 
+def sample(outputs: SetOutputs, limit: int = MAX_EXAMPLES, seed: int = 0) -> SetOutputs:
+    """At most ``limit`` examples of ``outputs``, drawn without replacement by a generator of their own (the
+    training's random state is never touched); all of them, in order, when there are no more."""
+    if len(outputs.labels) <= limit:
+        return outputs
+    keep = np.sort(np.random.default_rng(seed).choice(len(outputs.labels), limit, replace=False))
+    return SetOutputs(*(getattr(outputs, name)[keep] for name in ("features", "probabilities", "labels", "bags")))
+
+
 def transfer_scores(source: SetOutputs, target: SetOutputs) -> dict[str, float]:
     """Both label-free scores of one target validation set against the (pooled) source validation sets."""
+    source, target = sample(source), sample(target)
     weights = density_ratios(source.features, target.features)
     return {"dev_risk": dev_risk(source.errors(), weights), "reverse_accuracy": reverse_accuracy(source, target)}
 

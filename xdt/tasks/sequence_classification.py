@@ -222,10 +222,12 @@ def evaluate(strategy, loaders: dict[str, DataLoader], accelerator: Accelerator,
                 if domain not in adapted:
                     adapted[domain] = strategy.adapted(shots[domain])
                 scorers[name] = adapted[domain]
-    scored = {name: score_set(scorers[name], loader, accelerator) for name, loader in loaders.items()}
+    # Only validation sets feed the label-free scores that read both domains, and only those the strategy itself
+    # scored: features of one model compare, an adapted copy's do not.
+    kept = {name for name in loaders if name.endswith("/validation") and scorers[name] is strategy}
+    scored = {name: score_set(scorers[name], loader, accelerator, name in kept) for name, loader in loaders.items()}
     results = {name: scores for name, (scores, _) in scored.items()}
-    same_model = [name for name in scored if scorers[name] is strategy]  # features of one model compare
-    add_transfer_scores(results, {name: scored[name][1] for name in same_model})
+    add_transfer_scores(results, {name: scored[name][1] for name in kept})
     strategy.train(was_training)
     return results
 
@@ -243,20 +245,22 @@ def add_transfer_scores(results: Scores, outputs: dict[str, SetOutputs]) -> None
 
 
 @torch.inference_mode()  # no autograd bookkeeping at all (no_grad still tracks versions and views)
-def score_set(scorer, loader: DataLoader, accelerator: Accelerator) -> tuple[dict[str, float | None], SetOutputs]:
-    """The metrics and label-free scores of one evaluation set, and its features, predictions and labels."""
-    gathered = []  # per batch: probabilities, labels, features, bags of words
+def score_set(scorer, loader: DataLoader, accelerator: Accelerator,
+              keep_outputs: bool = False) -> tuple[dict[str, float | None], SetOutputs | None]:
+    """The metrics and label-free scores of one evaluation set, and (with ``keep_outputs``) its features,
+    predictions, labels and bags of words, for :mod:`xdt.transfer_validation`."""
+    gathered = []  # per batch: probabilities, labels[, features, bags of words]
     for batch in loader:
         with accelerator.autocast():
             logits, features = scorer.predict_with_features(batch)
-        bags = token_bags(batch["input_ids"], batch["attention_mask"])
-        parts = accelerator.gather_for_metrics((logits.float().softmax(-1), batch["labels"], features.float(), bags))
-        gathered.append([part.cpu() for part in parts])
-    probabilities, labels, features, bags = (torch.cat(column).numpy() for column in zip(*gathered))
-    outputs = SetOutputs(features, probabilities, labels, bags)
-    scores = {**classification_metrics(outputs.labels, outputs.probabilities),
-              **selection.unsupervised_scores(outputs.probabilities)}
-    return scores, outputs
+        parts = (logits.float().softmax(-1), batch["labels"])
+        if keep_outputs:
+            parts += (features.float(), token_bags(batch["input_ids"], batch["attention_mask"]))
+        gathered.append([part.cpu() for part in accelerator.gather_for_metrics(parts)])
+    columns = [torch.cat(column).numpy() for column in zip(*gathered)]
+    probabilities, labels = columns[:2]
+    scores = {**classification_metrics(labels, probabilities), **selection.unsupervised_scores(probabilities)}
+    return scores, SetOutputs(columns[2], probabilities, labels, columns[3]) if keep_outputs else None
 
 
 def transfer_gaps(metrics: Scores, metric: str = "accuracy") -> dict[str, float]:
