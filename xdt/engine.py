@@ -100,6 +100,7 @@ def check_config(cfg: DictConfig) -> None:
         raise XdtError(f"strategy={name} cannot serve task={task.name} (it serves {', '.join(strategy.tasks)}); "
                        f"choose a strategy that does, such as strategy=erm")
     task.check(cfg)
+    check_compile(cfg.hardware, strategy.name)  # before any data is read: the strategy's class says enough
     check_logger(cfg)
 
 
@@ -269,7 +270,6 @@ def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tup
     setup = task.setup(cfg, run_dir, accelerator)
     strategy = setup.strategy
     if cfg.hardware.get("compile"):
-        check_compile(cfg.hardware, strategy.name)
         log.info("hardware.compile: %s compiled with torch.compile (inductor), batches padded to multiples of %d "
                  "tokens; the first step of each new shape compiles (timed apart: compile_time_s)",
                  compile_encoder(strategy), COMPILE_BUCKET)
