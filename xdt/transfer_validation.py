@@ -31,7 +31,7 @@ hyperparameter-search trials, with them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ def sample(outputs: SetOutputs, limit: int = MAX_EXAMPLES, seed: int = 0) -> Set
     if len(outputs.labels) <= limit:
         return outputs
     keep = np.sort(np.random.default_rng(seed).choice(len(outputs.labels), limit, replace=False))
-    return SetOutputs(*(getattr(outputs, name)[keep] for name in ("features", "probabilities", "labels", "bags")))
+    return SetOutputs(*(getattr(outputs, f.name)[keep] for f in fields(SetOutputs)))
 
 
 def transfer_scores(source: SetOutputs, target: SetOutputs) -> dict[str, float]:
@@ -168,5 +168,4 @@ def transfer_scores(source: SetOutputs, target: SetOutputs) -> dict[str, float]:
 
 def pooled(sets: list[SetOutputs]) -> SetOutputs:
     """Several sets as one (the source validation splits of a multi-source run)."""
-    return SetOutputs(*(np.concatenate([getattr(s, name) for s in sets])
-                        for name in ("features", "probabilities", "labels", "bags")))
+    return SetOutputs(*(np.concatenate([getattr(s, f.name) for s in sets]) for f in fields(SetOutputs)))

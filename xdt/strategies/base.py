@@ -109,8 +109,8 @@ class Strategy(nn.Module):
         return {}
 
     def predict(self, batch: Batch) -> torch.Tensor:
-        """Class logits for evaluation."""
-        return self.predict_with_features(batch)[0]
+        """Class logits for evaluation (the model's own forward, whatever its task)."""
+        return self.model(batch["input_ids"], batch["attention_mask"])
 
     def predict_with_features(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits and the pooled features they come from, from one forward pass (label-free validation,
