@@ -15,16 +15,17 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 from omegaconf import open_dict
 from safetensors.torch import load_file
-from transformers import BartConfig, BartForConditionalGeneration
+from transformers import BartConfig, BartForConditionalGeneration, BertConfig, BertModel
 
 from conftest import CONFIG_DIR, compose_config
 from xdt import checkpoint
 from xdt.data.shots import domain_entries
 from xdt.eval_run import evaluate_run
-from xdt.models import load_tokenizer, mask_tokens
+from xdt.data.batching import stack_batches
+from xdt.models import SequenceClassifier, TokenClassifier, load_tokenizer, mask_tokens
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
 from xdt.strategies._common import confusion_loss, coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
-from xdt.strategies.base import StrategyContext
+from xdt.strategies.base import Strategy, StrategyContext
 from xdt.strategies.self_train import class_imbalance
 from xdt.engine import param_groups
 from xdt.tasks.sequence_classification import build_strategy
@@ -362,6 +363,108 @@ def test_fgm_gradient_is_that_of_the_clean_plus_the_adversarial_loss(smoke):
         assert torch.allclose(p.grad, g, atol=1e-5)
 
 
+# ---- one encoder pass over the source and target batches stacked ----------------------------------------
+
+def encoder_calls(strategy) -> list[int]:
+    """A list that grows by one at each forward call of the strategy's encoder."""
+    calls: list[int] = []
+    strategy.model.encoder.register_forward_hook(lambda *args: calls.append(1))
+    return calls
+
+
+def use_one_pass(strategy, one_pass: bool) -> None:
+    for module in strategy.modules():  # FGM wraps a base strategy: both decide alike
+        if isinstance(module, Strategy):
+            module.stack_streams = one_pass
+
+
+TWO_STREAM = {"dann": ["strategy=dann"], "dann+confusion": ["strategy=dann", "strategy.adversary=confusion"],
+              "coral": ["strategy=coral"], "mmd": ["strategy=mmd"],
+              "self_train": ["strategy=self_train", "strategy.threshold=0.0", "strategy.diversity=1.0"],
+              "fgm+dann": ["strategy=fgm", "strategy@strategy.base=dann"]}
+
+
+@pytest.mark.parametrize("name", TWO_STREAM)
+def test_one_pass_over_both_batches_gives_the_loss_and_gradient_of_two_passes(name, smoke):
+    strategy, tokenizer = tiny_strategy(smoke, *TWO_STREAM[name])
+    strategy.eval()  # no dropout: the two ways then compute the same numbers, not just the same distribution
+    source = batch_of(tokenizer, ["great pan", "awful lid , broke", "fine"], [1, 0, 1])
+    for target_texts in (["a sturdy kettle that never leaks , not once", "it leaks"], ["ok", "meh"]):
+        target = batch_of(tokenizer, target_texts)  # longer, then shorter, than the source batch
+        results, passes = {}, {}
+        for one_pass in (True, False):
+            use_one_pass(strategy, one_pass)
+            calls = encoder_calls(strategy)
+            strategy.zero_grad()
+            loss, terms = strategy(source, target, progress=0.5)
+            loss.backward()
+            passes[one_pass] = len(calls)
+            results[one_pass] = loss, terms, {n: p.grad.clone() for n, p in strategy.named_parameters()
+                                               if p.grad is not None}
+        (loss, terms, grads), (loss2, terms2, grads2) = results[True], results[False]
+        assert passes[True] == passes[False] - 1  # the target batch costs no encoder pass of its own
+        assert torch.isclose(loss, loss2, atol=1e-5)
+        assert terms.keys() == terms2.keys() and all(torch.isclose(terms[k], terms2[k], atol=1e-5) for k in terms)
+        assert grads.keys() == grads2.keys() and len(grads) > 0
+        for key in grads:
+            assert torch.allclose(grads[key], grads2[key], atol=1e-5), key
+
+
+def test_steps_stack_the_batches_on_accelerators_and_not_on_cpu(smoke):
+    strategy, _ = tiny_strategy(smoke, "strategy=dann")
+    assert strategy.stack_streams is None  # decided by device
+    assert strategy.stacks_on(torch.device("cuda")) and strategy.stacks_on(torch.device("mps"))
+    assert not strategy.stacks_on(torch.device("cpu"))
+    strategy.stack_streams = True
+    assert strategy.stacks_on(torch.device("cpu"))
+
+
+def test_a_model_with_batch_norm_encodes_each_domain_on_its_own(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=coral")
+    assert not strategy.model_mixes_rows
+    strategy.model.normalise = torch.nn.BatchNorm1d(4)  # any batch-statistics layer in the model
+    rebuilt = type(strategy)(strategy.model, strategy.context)
+    assert rebuilt.model_mixes_rows
+    rebuilt.stack_streams = True  # even where asked to
+    calls = encoder_calls(rebuilt)
+    rebuilt(batch_of(tokenizer, ["great pan", "awful lid"], [1, 0]), batch_of(tokenizer, ["a kettle", "it leaks"]))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("model_class", [SequenceClassifier, TokenClassifier])
+def test_stacked_features_and_loss_equal_those_of_each_batch_alone(model_class):
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=40, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32)
+    model = model_class(BertModel(config, add_pooling_layer=False), 3).eval()
+
+    def batch(rows: int, length: int, labelled: bool) -> dict[str, torch.Tensor]:
+        lengths = torch.randint(1, length + 1, (rows,))
+        lengths[0] = length
+        mask = (torch.arange(length) < lengths[:, None]).long()
+        values = {"input_ids": torch.randint(1, 40, (rows, length)) * mask, "attention_mask": mask}
+        if labelled and model_class is SequenceClassifier:
+            values["labels"] = torch.randint(0, 3, (rows,))
+        elif labelled:  # a tag per token, padding ignored
+            values["labels"] = torch.randint(0, 3, (rows, length)).masked_fill(mask == 0, -100)
+        return values
+
+    for source_length, target_length in ((5, 9), (9, 5), (7, 7)):
+        source, target = batch(4, source_length, True), batch(3, target_length, False)
+        features, loss, target_features = model.joint_features_and_loss(source, target)
+        alone, alone_loss = model.features_and_loss(source)
+        assert torch.allclose(features, alone, atol=1e-5) and torch.isclose(loss, alone_loss, atol=1e-5)
+        assert torch.allclose(target_features, model.alignment_features(target), atol=1e-5)
+
+
+def test_stack_batches_pads_the_shorter_batch_with_masked_positions():
+    first = {"input_ids": torch.tensor([[5, 6, 7]]), "attention_mask": torch.tensor([[1, 1, 1]])}
+    second = {"input_ids": torch.tensor([[8], [9]]), "attention_mask": torch.tensor([[1], [1]])}
+    input_ids, attention_mask = stack_batches(first, second)
+    assert input_ids.tolist() == [[5, 6, 7], [8, 0, 0], [9, 0, 0]]
+    assert attention_mask.tolist() == [[1, 1, 1], [1, 0, 0], [1, 0, 0]]
+
+
 def test_self_training_waits_for_its_warm_up(smoke):
     strategy, tokenizer = tiny_strategy(smoke, "strategy=self_train", "strategy.threshold=0.0")
     source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])
@@ -408,7 +511,9 @@ def test_self_training_diversity_term_is_weighted_into_the_loss(smoke, monkeypat
     source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])
     target = batch_of(tokenizer, ["a sturdy kettle", "it leaks", "fine"])
     skewed = torch.tensor([[2.0, 0.0], [1.5, 0.0], [0.0, 0.1]], requires_grad=True)  # two confident, one class
-    monkeypatch.setattr(strategy, "predict", lambda batch: skewed)
+    classify = strategy.model.classify  # the target batch's logits are replaced (3 rows; the source has 2)
+    monkeypatch.setattr(strategy.model, "classify",
+                        lambda features: skewed if len(features) == 3 else classify(features))
     loss, terms = strategy(source, target, progress=0.5)
     assert terms["diversity"].item() == pytest.approx(class_imbalance(skewed).item()) and terms["diversity"] > 0.05
     assert terms["pseudo_fraction"].item() == pytest.approx(2 / 3)

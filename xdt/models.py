@@ -22,6 +22,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
     PreTrainedModel, PreTrainedTokenizerBase
 from transformers.utils import logging as transformers_logging
 
+from xdt.data.batching import stack_batches
 from xdt.errors import XdtError
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,14 @@ class SequenceClassifier(nn.Module):
     def alignment_features(self, batch: dict) -> torch.Tensor:
         return self.features(batch["input_ids"], batch["attention_mask"])
 
+    def joint_features_and_loss(self, source: dict, target: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``features_and_loss(source)`` and ``alignment_features(target)`` from one encoder pass over both
+        batches stacked (see :meth:`xdt.strategies.base.Strategy.features_of_both`)."""
+        features = self.features(*stack_batches(source, target))
+        rows = source["input_ids"].shape[0]
+        return (features[:rows], F.cross_entropy(self.classify(features[:rows]), source["labels"]),
+                features[rows:])
+
 
 class TokenClassifier(nn.Module):
     """Encoder -> every token's state -> dropout -> linear head over the run's tags (named entity recognition).
@@ -138,6 +147,15 @@ class TokenClassifier(nn.Module):
 
     def alignment_features(self, batch: dict) -> torch.Tensor:
         return mean_pool(self.states(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
+
+    def joint_features_and_loss(self, source: dict, target: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``features_and_loss(source)`` and ``alignment_features(target)`` from one encoder pass over both
+        batches stacked (see :meth:`xdt.strategies.base.Strategy.features_of_both`)."""
+        input_ids, attention_mask = stack_batches(source, target)
+        states = self.states(input_ids, attention_mask)
+        rows, length = source["input_ids"].shape
+        features = mean_pool(states, attention_mask)
+        return features[:rows], self._loss(states[:rows, :length], source), features[rows:]
 
 
 def mean_pool(states: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -95,6 +95,20 @@ class Collator:
         return batch
 
 
+def stack_batches(first: dict[str, torch.Tensor],
+                  second: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of two collated batches as one, ``first``'s rows on top: (input_ids, attention_mask), the
+    shorter batch padded on the right to the longer one's length. The added positions are masked, so every
+    row's states are those it gets alone (up to float rounding): the encoder's attention skips masked keys
+    and pooling reads only real tokens."""
+    length = max(first["input_ids"].shape[1], second["input_ids"].shape[1])
+
+    def padded(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(tensor, (0, length - tensor.shape[1]))  # zeros: masked positions
+    return (torch.cat([padded(first["input_ids"]), padded(second["input_ids"])]),
+            torch.cat([padded(first["attention_mask"]), padded(second["attention_mask"])]))
+
+
 COMPILE_BUCKET = 32  # with hardware.compile: pad to a multiple of this, so max_length=128 gives 4 lengths
 
 

@@ -64,6 +64,10 @@ class Strategy(nn.Module):
     #: Short name used in records and tables (the config file's name by convention).
     name: str = "strategy"
 
+    #: Whether :meth:`features_of_both` encodes a step's source and target batches in one pass, stacked: True,
+    #: False, or None to decide by device (stacked on a GPU or other accelerator, a pass each on CPU).
+    stack_streams: bool | None = None
+
     #: The tasks (``configs/task/``) whose models this strategy can train; None: every task (it reads only the
     #: model's ``loss``). Most strategies compare pooled features of whole texts, which sequence classifiers have.
     tasks: tuple[str, ...] | None = ("sequence_classification",)
@@ -80,6 +84,8 @@ class Strategy(nn.Module):
         super().__init__()
         self.model = model
         self.context = context
+        # Whether a row's output depends on the other rows of its batch (see features_of_both).
+        self.model_mixes_rows = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
     @property
     def target_stream(self) -> bool:
@@ -125,3 +131,33 @@ class Strategy(nn.Module):
 
     def target_features(self, target: Batch | None) -> torch.Tensor | None:
         return None if target is None else self.model.alignment_features(target)
+
+    def features_of_both(self, source: Batch,
+                         target: Batch | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`source_features` and :meth:`target_features` (None without a target batch), from one encoder
+        pass over the two batches stacked.
+
+        One pass of 2B rows launches half the kernels of two passes of B rows, which is what a small model's
+        step on a GPU waits on. The result is the same computation: every layer of a transformer treats each
+        row on its own (layer norm normalises each token; attention skips the padding the stacking adds),
+        and dropout draws an independent mask per element either way, so only which random numbers fall
+        where differs. Layers that mix rows through batch statistics (batch norm) would see a batch of both
+        domains, which changes the result (and is itself a known adaptation method, AdaBN): a model with
+        one gets two passes instead. So does a step on CPU (unless :attr:`stack_streams` says otherwise): its
+        cost follows the tokens, and stacking pads the shorter batch to the longer one's length, which made
+        DANN's step slower there, not faster (``scripts/bench_strategies.py --strategies erm dann
+        dann/stacked``).
+        """
+        if target is None or self.model_mixes_rows or not self.stacks_on(source["input_ids"].device):
+            return self.features_one_by_one(source, target)
+        return self.model.joint_features_and_loss(source, target)
+
+    def stacks_on(self, device: torch.device) -> bool:
+        """Whether steps on ``device`` stack the source and target batches (see :meth:`features_of_both`)."""
+        return device.type != "cpu" if self.stack_streams is None else self.stack_streams
+
+    def features_one_by_one(self, source: Batch,
+                            target: Batch | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """What :meth:`features_of_both` returns, from one encoder pass per batch."""
+        features, loss = self.source_features(source)
+        return features, loss, self.target_features(target)

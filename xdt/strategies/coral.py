@@ -27,8 +27,8 @@ class CORAL(Strategy):
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        features, classification = self.source_features(source)
-        groups = domain_groups(features, source["domain"], self.target_features(target))
+        features, classification, target_features = self.features_of_both(source, target)
+        groups = domain_groups(features, source["domain"], target_features)
         penalty = pairwise_mean(coral_loss, groups)
         return classification + self.weight * penalty, {"classification": classification,
                                                         "coral": penalty}

@@ -70,12 +70,12 @@ class DANN(Strategy):
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        features, classification = self.source_features(source)
-        terms = {"classification": classification}
         if self.discriminator is None:
-            return classification, terms
+            _, classification = self.source_features(source)
+            return classification, {"classification": classification}
+        features, classification, target_features = self.features_of_both(source, target)
+        terms = {"classification": classification}
         domains = source["domain"]
-        target_features = self.target_features(target)
         if target_features is not None:
             features = torch.cat([features, target_features])
             domains = torch.cat([domains, domains.new_full((len(target_features),), self.context.num_sources)])

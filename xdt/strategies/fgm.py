@@ -46,10 +46,15 @@ class FGM(Strategy):
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         captured: list[torch.Tensor] = []
-        shape = tuple(source["input_ids"].shape)
+        rows, length = source["input_ids"].shape
+        # The source batch's embeddings: alone, or the top rows of the source and target batches stacked
+        # (strategies that encode both in one pass, Strategy.features_of_both).
+        shapes = {(rows, length)}
+        if target is not None:
+            shapes.add((rows + target["input_ids"].shape[0], max(length, target["input_ids"].shape[1])))
 
         def capture(module, args, output: torch.Tensor) -> torch.Tensor | None:
-            if tuple(output.shape[:2]) != shape or captured:
+            if tuple(output.shape[:2]) not in shapes or captured:
                 return None
             if not output.requires_grad:  # frozen embeddings (PEFT): still differentiate with respect to them
                 output = output.detach().requires_grad_()
@@ -69,7 +74,8 @@ class FGM(Strategy):
         weights = trainable_weights(self)
         gradient, *weight_grads = torch.autograd.grad(classification, [captured[0], *weights.values()],
                                                       retain_graph=others is not None, allow_unused=True)
-        offset = self.perturbation(captured[0].detach(), gradient, source["attention_mask"])
+        embeddings, gradient = captured[0].detach()[:rows, :length], gradient[:rows, :length]
+        offset = self.perturbation(embeddings, gradient, source["attention_mask"])
         adversarial = self.model.loss(source, embedding_offset=offset)  # the task's loss on the perturbed batch
         clean_gradient = {name: torch.zeros_like(p) if g is None else g
                           for (name, p), g in zip(weights.items(), weight_grads)}

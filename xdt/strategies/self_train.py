@@ -47,12 +47,13 @@ class SelfTraining(Strategy):
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        _, classification = self.source_features(source)
         if target is None or progress < self.warmup:
+            _, classification = self.source_features(source)
             zero = classification.new_zeros(())
             return classification, {"classification": classification, "pseudo": zero, "pseudo_fraction": zero,
                                     "diversity": zero}
-        logits = self.predict(target)
+        _, classification, target_features = self.features_of_both(source, target)
+        logits = self.model.classify(target_features)
         confidence, pseudo_labels = logits.detach().softmax(-1).max(-1)
         confident = (confidence >= self.threshold).float()
         pseudo = (F.cross_entropy(logits, pseudo_labels, reduction="none") * confident).mean()
