@@ -198,6 +198,20 @@ def checkpoint_steps(run_dir: Path) -> list[int]:
     return sorted(int(p.name.split("-")[1]) for p in root.iterdir() if p.name.startswith("step-") and p.is_dir())
 
 
+def saved_step(folder: Path) -> int:
+    """The step a checkpoint folder was saved at: its name says it (``step-NNNNNNN``), or, for a ``best`` or
+    ``last`` link that a copy turned into a folder, its training state's counters (read without its tensors)."""
+    if folder.name.startswith("step-") and folder.name[5:].isdigit():
+        return int(folder.name[5:])
+    path = folder / "training_state.safetensors"
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            return int(json.loads(file.metadata()["xdt_state"])["__dict__"]["loop"]["__dict__"]["step"])
+    except (OSError, KeyError, TypeError, ValueError, SafetensorError) as error:
+        raise XdtError(f"{folder}: not named step-NNNNNNN, and {path.name} does not say its step ({error!r:.80})") \
+            from None
+
+
 def link(run_dir: Path, name: str, step: int) -> None:
     """Point ``checkpoints/<name>`` (``best`` or ``last``) at the checkpoint of ``step``, atomically."""
     root = Path(run_dir) / CHECKPOINTS

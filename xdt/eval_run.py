@@ -104,7 +104,7 @@ def evaluate_saved_run(cfg: DictConfig, out_dir: Path) -> dict:
     else:
         metrics, quantized = quantize.compare(strategy, lambda module: evaluate(module, loaders, accelerator),
                                               method, cfg.get("quantize_repeats", 1))
-    result = {"run_dir": str(run_dir), "checkpoint": folder.name, "step": int(folder.name.split("-")[1]),
+    result = {"run_dir": str(run_dir), "checkpoint": folder.name, "step": checkpoint.saved_step(folder),
               "strategy": strategy.name, "model": run_cfg.model.get("name"), "seed": run_cfg.seed,
               "metrics": metrics, "transfer_gap": transfer_gaps(metrics)}
     if quantized is not None:

@@ -32,6 +32,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from xdt import checkpoint, saved_run
+from xdt.checkpoint import saved_step  # load_run has an argument named checkpoint
 from xdt.data.batching import Collator
 from xdt.errors import XdtError
 
@@ -194,16 +195,13 @@ class LoadedRun:
     run_dir: Path
     task: str  # sequence_classification | token_classification
     labels: list[str]  # class names, or the BIO tags of a token-classification run (index = output unit)
-    checkpoint: str  # step-NNNNNNN: the folder best/last/... led to
+    checkpoint: str  # step-NNNNNNN: the folder best/last/... led to (best or last where a copy made links folders)
+    step: int  # the training step of that checkpoint
     max_length: int
     model: nn.Module = field(repr=False)
     tokenizer: object = field(repr=False)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     batch_size: int = 64
-
-    @property
-    def step(self) -> int:
-        return int(self.checkpoint.split("-")[1])
 
     @property
     def columns(self) -> list[str]:
@@ -381,5 +379,6 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str | None =
     if limit is not None and length > limit:
         raise XdtError(f"max_length={length} is longer than the run's encoder allows ({limit} tokens)")
     chosen = _device(device)
-    return LoadedRun(run_dir=run_dir, task=task, labels=list(labels), checkpoint=folder.name, max_length=length,
+    return LoadedRun(run_dir=run_dir, task=task, labels=list(labels), checkpoint=folder.name,
+                     step=saved_step(folder), max_length=length,
                      model=model.to(chosen).eval(), tokenizer=tokenizer, device=chosen, batch_size=int(batch_size))
