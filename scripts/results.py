@@ -14,7 +14,8 @@ cut-off ones, so an interrupted benchmark continues where it stopped. Only the r
     python scripts/results.py fdu_150 --runs /scratch/xdt-runs -- hardware=gpu hardware.mixed_precision=no
     python scripts/results.py da_grid -- hardware=gpu hydra/launcher=local_parallel hydra.launcher.n_jobs=8
 
-Arguments after ``--`` are added to every job (a GPU, a data folder, a launcher); they appear in the report's
+A benchmark listed in ``EVALUATIONS`` also evaluates each finished run with ``xdt eval`` (int8, say) into a
+subfolder of the run, which the report reads. Arguments after ``--`` are added to every training job (a GPU, a data folder, a launcher); they appear in the report's
 header.
 """
 
@@ -25,6 +26,8 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+from xdt.runs import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -89,10 +92,29 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
         [["experiment=meta_sources_to_MR"]]),
 }
 
+# Benchmarks whose finished runs are also evaluated with `xdt eval <overrides>` into <run>/<folder>; the report reads
+# those evaluations (its "Int8 evaluation" table).
+EVALUATIONS: dict[str, tuple[str, list[str]]] = {
+    "fdu_apparel_to_MR_150": ("int8", ["quantize=dynamic_int8", "quantize_repeats=3"]),
+}
+
 
 def run(command: list[str]) -> int:
     print("+", " ".join(command), flush=True)
     return subprocess.run(command, cwd=ROOT).returncode
+
+
+def evaluate_runs(xdt: str, sweep: Path, folder: str, overrides: list[str]) -> list[str]:
+    """``xdt eval`` of every finished run below ``sweep`` that has no ``<run>/<folder>/metrics.json`` yet, into
+    that folder; returns the runs whose evaluation failed."""
+    failed = []
+    for found in find_runs(sweep):
+        if found.status != "finished" or (found.path / folder / "metrics.json").is_file():
+            continue
+        run_dir = os.path.relpath(found.path, ROOT)
+        if run([xdt, "eval", f"run_dir={run_dir}", *overrides, f"hydra.run.dir={os.path.join(run_dir, folder)}"]):
+            failed.append(run_dir)
+    return failed
 
 
 def main() -> None:
@@ -122,10 +144,12 @@ def main() -> None:
     failed = [k for k, overrides in enumerate(sweeps)
               if run([xdt, "train", "-m", *overrides, *args.extra,
                       f"hydra.sweep.dir={sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))}"]) != 0]
+    if args.benchmark in EVALUATIONS:
+        failed += evaluate_runs(xdt, ROOT / sweep, *EVALUATIONS[args.benchmark])
     if run([xdt, "report", sweep, "--out", out]) != 0:
         sys.exit("xdt report failed; the runs are kept")
     if failed:
-        sys.exit(f"{len(failed)} of {len(sweeps)} sweeps had failed jobs (the report lists them); the runs so far "
+        sys.exit(f"{len(failed)} sweep(s) or evaluation(s) failed (the report lists failed runs); the runs so far "
                  f"are kept: launch the same command again to retry them")
 
 

@@ -59,3 +59,13 @@ def test_the_grids_budget_is_three_epochs_evaluated_every_half_epoch():
     cfg = compose_config(["experiment=da_grid", f"data_dir={DATA_DIR}"])
     train_rows = 1400  # an FDU-MTL domain's train split less its 200 validation rows
     assert training_steps(cfg, train_rows) == 132 and cfg.eval_interval == 22 and cfg.model.name == "minilm"
+
+
+@pytest.mark.parametrize("name", results.EVALUATIONS)
+def test_a_benchmarks_evaluations_compose_as_xdt_eval_configs(name):
+    assert name in results.BENCHMARKS
+    folder, overrides = results.EVALUATIONS[name]
+    assert folder and "/" not in folder
+    cfg = compose_config(["run_dir=outputs/some-run", *overrides, f"hydra.run.dir=outputs/some-run/{folder}"],
+                         name="eval")
+    assert cfg.run_dir == "outputs/some-run"

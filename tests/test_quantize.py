@@ -5,6 +5,9 @@ and clear errors for values it cannot honour."""
 from __future__ import annotations
 
 import json
+import re
+import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -12,9 +15,10 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import DATA_DIR, compose_config
-from xdt import quantize
+from xdt import checkpoint, quantize
 from xdt.errors import XdtError
 from xdt.eval_run import evaluate_run
+from xdt.report import write_reports
 from xdt.train import train
 
 QUANTIZED_LINEAR = torch.ao.nn.quantized.dynamic.Linear
@@ -116,3 +120,36 @@ def test_quantize_values_it_cannot_honour_are_one_clear_error(overrides, message
     with pytest.raises(XdtError, match=message):
         evaluate_run(eval_config(tmp_path / "no-run", cache_dir, *overrides), tmp_path / "e")
     assert not (tmp_path / "e").exists()
+
+
+def test_the_report_tabulates_the_int8_evaluations_kept_in_run_folders(run, cache_dir, tmp_path):
+    copied = tmp_path / "sweep" / "run"
+    shutil.copytree(run, copied)
+    result = evaluate_run(eval_config(copied, cache_dir, "quantize=dynamic_int8"), copied / "int8")
+    assert (copied / "checkpoints" / "best").is_dir() and not (copied / "checkpoints" / "best").is_symlink()
+    assert result["step"] == checkpoint.linked_step(run, "best")  # a copy made the link a folder: its state says
+    (copied / "broken").mkdir()
+    (copied / "broken" / "metrics.json").write_text('{"quantized": {"metrics": 1}}')
+    (copied / "plain").mkdir()  # an evaluation without quantisation is not an int8 one, and not a problem
+    (copied / "plain" / "metrics.json").write_text(json.dumps({k: v for k, v in result.items() if k != "quantized"}))
+
+    write_reports(tmp_path / "sweep", out_dir=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Int8 evaluation" in text
+    section = text.split("## Int8 evaluation", 1)[1]
+    row = next(line for line in section.splitlines() if line.startswith("| erm | 1 |"))
+
+    def target_mean(scores: dict) -> float:  # the mean over the run's target test sets
+        return statistics.mean(s["accuracy"] for name, s in scores.items() if re.fullmatch(r"target/.*/test", name))
+    fp32, int8 = target_mean(result["metrics"]), target_mean(result["quantized"]["metrics"])
+    source = result["quantized"]["change"]["source/syn_books/test"]["accuracy"]
+    assert row.split(" | ")[2:6] == [f"{fp32:.3f}", f"{int8:.3f}", f"{int8 - fp32:+.3f}", f"{source:+.3f}"]
+    assert f"{result['quantized']['speedup']:.2f}×" in row
+    assert "Passed over: run/broken/metrics.json: its quantized entry has no scores" in text
+    assert "run/plain" not in text
+
+
+def test_a_report_without_int8_evaluations_has_no_int8_table(run, tmp_path):
+    shutil.copytree(run, tmp_path / "sweep" / "run", ignore=shutil.ignore_patterns("int8"))
+    write_reports(tmp_path / "sweep", out_dir=tmp_path / "report")
+    assert "Int8 evaluation" not in (tmp_path / "report" / "report.md").read_text()

@@ -21,6 +21,9 @@ a different experiment: where ``task.train_on`` varies among a table's runs, eve
 **The selection gap** (sequence classification): a table of the target score each criterion reaches when it
 chooses a strategy's settings and checkpoint together, next to the oracle's (:mod:`xdt.selection_gap`).
 
+**Int8 evaluations** saved inside run folders (``xdt eval quantize=dynamic_int8 hydra.run.dir=<run>/int8``) get a
+table of their own: fp32 and int8 scores, the change, the speed-up and the sizes (:mod:`xdt.quantized_evaluations`).
+
 **A folder that mixes tasks gets one table per task**, each with its task's metric and selection, under a
 heading per task in report.md and one after the other on the terminal; report.csv has a ``task`` column. A
 ``--metric`` or ``--selection`` must fit every task in the folder (otherwise one message says which runs it does
@@ -66,7 +69,7 @@ from rich.table import Table as RichTable
 from rich.text import Text
 
 import xdt
-from xdt import plots, selection, selection_gap
+from xdt import plots, quantized_evaluations, selection, selection_gap
 from xdt.atomic import atomic_write_text
 from xdt.console import console
 from xdt.errors import XdtError
@@ -835,6 +838,19 @@ def selection_gap_table(report: Report) -> list[list[str]]:
     return selection_gap.gap_table(runs, report.pairs, report.metric, report.pair_of, mean_interval)
 
 
+def quantized_table(report: Report, folder: Path) -> tuple[list[list[str]], list[str]]:
+    """The int8 table of the report's runs (:mod:`xdt.quantized_evaluations`; empty when none was evaluated in
+    int8), and a line for each evaluation file passed over (its path relative to ``folder``)."""
+    evaluations: dict[str, list] = {}
+    passed_over: list[str] = []
+    for row in report.rows:
+        for run in report.runs[row]:
+            found, skipped = quantized_evaluations.find(run.path)
+            evaluations.setdefault(row, []).extend(found)
+            passed_over += [f"Passed over: {os.path.relpath(path, folder)}: {why}" for path, why in skipped]
+    return quantized_evaluations.table(evaluations, report.metric), passed_over
+
+
 def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##") -> list[str]:
     """The tables of one report, their sections headed at ``level``."""
     text = [md(report.caption()) + "\n", markdown(main_table(report)),
@@ -861,6 +877,15 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
                  "of selection, not an estimate of transfer. If the oracle beats ERM and no label-free criterion "
                  "does, selection is the bottleneck; if the oracle does not, the method does not help at this "
                  "budget.") + "\n", markdown(gap)]
+    quantized, passed_over = quantized_table(report, folder)
+    if quantized:
+        text += [f"\n{level} Int8 evaluation\n", md(
+                 f"Runs evaluated again with every nn.Linear dynamically quantised to int8 (xdt eval "
+                 f"quantize=dynamic_int8, CPU, at the checkpoint it names, by default the run's own best), "
+                 f"from the evaluations saved in the run folders: test {report.metric} in fp32 and int8 (mean ± "
+                 "std over the evaluations), int8 minus fp32 (mean, and its range over the evaluations), the "
+                 "median evaluation speed-up and the serialised size.") + "\n", markdown(quantized)]
+        text += [f"\n{md(line)}\n" for line in passed_over]
     if diagnose:
         text += [f"\n{level} Domain shift\n", "Proxy A-distance (0: indistinguishable, 2: separable; Ben-David et al. "
                  "2010) of a bag-of-words source-vs-target classifier, vocabulary overlap, and ERM's transfer gap "
