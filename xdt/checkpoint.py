@@ -203,7 +203,7 @@ def saved_step(folder: Path) -> int:
     ``last`` link that a copy turned into a folder, its training state's counters (read without its tensors)."""
     if folder.name.startswith("step-") and folder.name[5:].isdigit():
         return int(folder.name[5:])
-    path = folder / "training_state.safetensors"
+    path = folder / STATE_FILE
     try:
         with safe_open(str(path), framework="pt") as file:
             return int(json.loads(file.metadata()["xdt_state"])["__dict__"]["loop"]["__dict__"]["step"])
