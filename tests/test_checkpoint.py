@@ -11,6 +11,7 @@ import torch
 
 from xdt import checkpoint
 from xdt.atomic import atomic_write_text
+from xdt.errors import XdtError
 
 
 def test_nested_state_round_trips_through_safetensors(tmp_path):
@@ -74,3 +75,17 @@ def test_links_move_atomically_and_prune_keeps_best_and_last(tmp_path):
     fresh = torch.nn.Linear(2, 2)
     checkpoint.load_weights(fresh, tmp_path / "checkpoints" / "best")
     assert torch.equal(fresh.weight, model.weight)
+
+
+def test_a_checkpoints_step_comes_from_its_name_or_else_its_saved_state(tmp_path):
+    named = tmp_path / "step-0000042"
+    named.mkdir()
+    assert checkpoint.saved_step(named) == 42
+    copied = tmp_path / "best"  # a best link that a copy turned into a folder
+    copied.mkdir()
+    checkpoint.save_state(copied / checkpoint.STATE_FILE, {"optimizer": {}, "loop": {"step": 7, "samples": 3}})
+    assert checkpoint.saved_step(copied) == 7
+    empty = tmp_path / "last"
+    empty.mkdir()
+    with pytest.raises(XdtError, match=r"last: not named step-NNNNNNN, and training_state.safetensors does not say"):
+        checkpoint.saved_step(empty)
