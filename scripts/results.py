@@ -15,8 +15,8 @@ cut-off ones, so an interrupted benchmark continues where it stopped. Only the r
     python scripts/results.py da_grid -- hardware=gpu hydra/launcher=local_parallel hydra.launcher.n_jobs=8
 
 A benchmark listed in ``EVALUATIONS`` also evaluates each finished run with ``xdt eval`` (int8, say) into a
-subfolder of the run, which the report reads. Arguments after ``--`` are added to every training job (a GPU, a data folder, a launcher); they appear in the report's
-header.
+subfolder of the run, which the report reads. Arguments after ``--`` are added to every training job (a GPU, a
+data folder, a launcher); they appear in the report's header.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from xdt.errors import XdtError
 from xdt.runs import find_runs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -108,7 +109,11 @@ def evaluate_runs(xdt: str, sweep: Path, folder: str, overrides: list[str]) -> l
     """``xdt eval`` of every finished run below ``sweep`` that has no ``<run>/<folder>/metrics.json`` yet, into
     that folder; returns the runs whose evaluation failed."""
     failed = []
-    for found in find_runs(sweep):
+    try:
+        runs = find_runs(sweep)
+    except XdtError as error:  # no run folder at all: every sweep failed before its first job began
+        sys.exit(f"nothing to evaluate: {error}")
+    for found in runs:
         if found.status != "finished" or (found.path / folder / "metrics.json").is_file():
             continue
         run_dir = os.path.relpath(found.path, ROOT)

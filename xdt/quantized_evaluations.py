@@ -11,12 +11,13 @@ for a benchmark that asks for them).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
-RESULT = "metrics.json"
+from xdt.run_files import RESULT
+from xdt.runs import is_number, is_scores
+
 MAX_BYTES = 5_000_000  # an evaluation's metrics.json is a few kilobytes; a bigger one is not one
 
 
@@ -37,37 +38,28 @@ class QuantizedEvaluation:
         scores = self.fp32 if precision == "fp32" else self.int8
         values = [s.get(metric) for name, s in scores.items()
                   if name.startswith(f"{role}/") and name.endswith("/test")]
-        values = [v for v in values if _is_number(v)]
+        values = [v for v in values if is_number(v)]
         return statistics.mean(values) if values else None
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_scores(value: object) -> bool:
-    return isinstance(value, dict) and all(
-        isinstance(scores, dict) and all(v is None or _is_number(v) for v in scores.values())
-        for scores in value.values())
 
 
 def read(path: Path) -> QuantizedEvaluation | str | None:
     """The quantised evaluation in ``path`` (a metrics.json), None if the file is an evaluation without
     quantisation, or why it cannot be read."""
     try:
-        if path.stat().st_size > MAX_BYTES:
-            return f"{path.stat().st_size} bytes, too large for an evaluation's results"
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            return f"{size} bytes, too large for an evaluation's results"
         result = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         return f"cannot be read as JSON ({error})"
     if not isinstance(result, dict) or "quantized" not in result:
         return None
     quantized = result["quantized"]
-    if not isinstance(quantized, dict) or not _is_scores(result.get("metrics")) \
-            or not _is_scores(quantized.get("metrics")):
+    if not isinstance(quantized, dict) or not is_scores(result.get("metrics")) \
+            or not is_scores(quantized.get("metrics")):
         return "its quantized entry has no scores (set: {metric: number})"
     numbers = [quantized.get(key) for key in ("speedup", "fp32_size_mb", "int8_size_mb")]
-    if not all(_is_number(value) for value in numbers):
+    if not all(is_number(value) for value in numbers):
         return "its quantized entry lacks speedup, fp32_size_mb or int8_size_mb"
     return QuantizedEvaluation(path.parent, str(result.get("checkpoint", "?")), result["metrics"],
                                quantized["metrics"], *numbers)

@@ -268,7 +268,7 @@ def _is_metrics(scores: object) -> bool:
     return isinstance(scores, dict) and all(map(_is_metric, scores.values()))
 
 
-def _is_scores(value: object) -> bool:
+def is_scores(value: object) -> bool:
     """{evaluation set: {metric: number or null}}, as metrics.jsonl and metrics.json hold them; a breakdown
     (``BREAKDOWNS``) holds {category: {metric: number or null}}."""
     return isinstance(value, dict) and all(
@@ -283,7 +283,7 @@ def _read_records(path: Path) -> list[dict]:
     records = MetricsLog(path, write=False).records
     for number, record in enumerate(records, 1):
         if isinstance(record.get("step"), bool) or not isinstance(record.get("step"), int) \
-                or not _is_scores(record.get("eval")):
+                or not is_scores(record.get("eval")):
             raise XdtError(f"{RECORDS}: record {number} is not an evaluation (it needs a whole-number step and "
                            f"eval: {{set: {{metric: number}}}})")
     return records
@@ -305,19 +305,19 @@ def _read_result(folder: Path) -> dict | None:
         raise XdtError(f"{RESULT} cannot be read: {error}") from None
     except json.JSONDecodeError as error:
         raise XdtError(f"{RESULT} is not valid JSON: {error}") from None
-    if not isinstance(result, dict) or not _is_scores(result.get("metrics")):
+    if not isinstance(result, dict) or not is_scores(result.get("metrics")):
         raise XdtError(f"{RESULT} is not a run's results (it needs metrics: {{set: {{metric: number}}}})")
     for key in RESULT_NUMBERS:
-        if not _is_number(result.get(key)):
+        if not is_number(result.get(key)):
             raise XdtError(f"{RESULT}: {key}={result.get(key)!r:.40} is not a number")
-    if not (result.get("pretrain_wall_time_s") is None or _is_number(result["pretrain_wall_time_s"])):
+    if not (result.get("pretrain_wall_time_s") is None or is_number(result["pretrain_wall_time_s"])):
         raise XdtError(f"{RESULT}: pretrain_wall_time_s={result['pretrain_wall_time_s']!r:.40} is not a number")
     if not isinstance(result.get("selection", {}), dict):
         raise XdtError(f"{RESULT}: selection is not a mapping (got {result['selection']!r:.40})")
     return result
 
 
-def _is_number(value: object) -> bool:
+def is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
