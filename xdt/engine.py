@@ -38,6 +38,7 @@ from xdt.compiling import check_compile, compile_encoder, compiled_graphs
 from xdt.config import check_constructor_keys, check_default_targets, check_training_settings, instantiate, positive, \
     target_class
 from xdt.console import console, training_progress
+from xdt.cpu_dropout import use_fast_dropout
 from xdt.data.batching import COMPILE_BUCKET, eval_loaders
 from xdt.errors import XdtError
 from xdt.hardware import make_accelerator
@@ -269,6 +270,9 @@ def prepare(cfg: DictConfig, run_dir: Path, stage_of: Path | None = None) -> tup
     task = instantiate(cfg.task, "task")
     setup = task.setup(cfg, run_dir, accelerator)
     strategy = setup.strategy
+    if cfg.hardware.get("fast_dropout") and accelerator.device.type == "cpu" and not cfg.hardware.get("compile"):
+        log.info("hardware.fast_dropout: %d dropout layers and the attention of %d models draw their masks 16 "
+                 "bits at a time (xdt.cpu_dropout)", *use_fast_dropout(strategy))
     if cfg.hardware.get("compile"):
         log.info("hardware.compile: %s compiled with torch.compile (inductor), batches padded to multiples of %d "
                  "tokens; the first step of each new shape compiles (timed apart: compile_time_s)",

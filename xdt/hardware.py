@@ -24,8 +24,9 @@ def check_hardware(hw: DictConfig) -> None:
         raise XdtError(f"hardware.device={hw.device!r} is not valid: choose cpu or cuda")
     if hw.mixed_precision not in PRECISIONS:
         raise XdtError(f"hardware.mixed_precision={hw.mixed_precision!r} is not valid: choose {', '.join(PRECISIONS)}")
-    if not isinstance(hw.get("compile", False), bool):
-        raise XdtError(f"hardware.compile={hw.get('compile')!r} is not valid: true or false")
+    for key in ("compile", "fast_dropout"):
+        if not isinstance(hw.get(key, False), bool):
+            raise XdtError(f"hardware.{key}={hw.get(key)!r} is not valid: true or false")
     if hw.device == "cuda" and not torch.cuda.is_available():
         raise XdtError("hardware.device=cuda but torch sees no CUDA GPU; use hardware=cpu")
 
