@@ -70,7 +70,8 @@ def attention_with_fast_dropout(module: nn.Module, query: Tensor, key: Tensor, v
     """Bidirectional attention with dropout on its probabilities; anything else goes to transformers' ``sdpa``.
 
     The same arithmetic as ``scaled_dot_product_attention``'s math path: softmax of the scaled scores with masked
-    keys at the dtype's lowest value (as transformers' eager attention), dropout, then the weighted sum of the values; returned as (batch, length, heads, head size).
+    keys at the dtype's lowest value (as transformers' eager attention), dropout, then the weighted sum of the
+    values; returned as (batch, length, heads, head size).
     """
     causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
     plain = (dropout == 0.0 or causal or kwargs.get("position_bias") is not None
@@ -81,10 +82,10 @@ def attention_with_fast_dropout(module: nn.Module, query: Tensor, key: Tensor, v
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
     if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
+        if attention_mask.dtype == torch.bool:  # added in place: cheaper than a masked copy, forward and backward
+            lowest = torch.finfo(scores.dtype).min
+            attention_mask = torch.zeros_like(attention_mask, dtype=scores.dtype).masked_fill_(~attention_mask, lowest)
+        scores = scores.add_(attention_mask)
     probabilities = fast_dropout(torch.softmax(scores, dim=-1), dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
