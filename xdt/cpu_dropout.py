@@ -80,7 +80,8 @@ def attention_with_fast_dropout(module: nn.Module, query: Tensor, key: Tensor, v
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
-    scores = torch.matmul(query, key.transpose(-1, -2)).mul_(scale)
+    # The scale goes on the queries (as SDPA's math path does): a smaller tensor than the scores, forward and backward.
+    scores = torch.matmul(query * scale, key.transpose(-1, -2))
     if attention_mask is not None:
         if attention_mask.dtype == torch.bool:  # added in place: cheaper than a masked copy, forward and backward
             lowest = torch.finfo(scores.dtype).min
