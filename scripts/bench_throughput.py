@@ -7,11 +7,15 @@ AdamW), with ``train_sampling_strategy="group_by_length"``, and with that plus t
 config uses. Rounds alternate all four so machine noise hits them alike; the script prints the median
 samples/s of each and the ratios.
 
+What differs is the engine: xdt's own loop, and on CPU its dropout (``hardware.fast_dropout``, on by default:
+masks drawn 16 bits at a time; ``-- hardware.fast_dropout=false`` gives xdt PyTorch's dropout, as Trainer has).
+
 Both are timed the same way: from the start of the first training step to the end of the last one
 (data loading inside the loop included; evaluation, checkpointing and start-up excluded).
 
     python scripts/bench_throughput.py                      # FDU-MTL apparel if XDT_DATA_DIR or ../shared/data
     python scripts/bench_throughput.py --steps 30 --rounds 3 --domain syn_books
+    python scripts/bench_throughput.py --steps 30 --rounds 2 -- hardware.fast_dropout=false
 """
 
 from __future__ import annotations
@@ -64,7 +68,7 @@ def config(args, workdir: Path):
     overrides = [f"model={args.model}", f"source_domain={args.domain}", "target_domain=[]",
                  f"max_steps={args.steps}", f"eval_interval={args.steps}", f"log_interval={args.steps}",
                  f"batch_size={args.batch_size}", f"max_length={args.max_length}", f"data_dir={data_dir}",
-                 f"cache_dir={workdir / 'cache'}"]
+                 f"cache_dir={workdir / 'cache'}", *args.xdt_overrides]
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base="1.3"):
         return compose("train", overrides=overrides)
 
@@ -103,6 +107,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("xdt_overrides", nargs="*", metavar="OVERRIDE", help="for the xdt runs, after --")
     args = parser.parse_args()
     console.quiet = True  # xdt's summary table of every run would bury the figures this script prints
     results: dict[str, list[float]] = {"xdt train": [], "Trainer": [], "Trainer group_by_length": [],
