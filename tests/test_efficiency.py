@@ -12,7 +12,7 @@ from torch import nn
 
 from xdt import checkpoint, efficiency
 from xdt.efficiency import FlopModel, TokenCount, device_peak, flop_model
-from xdt.models import build_encoder, load_tokenizer
+from xdt.models import MaskedLMHead, build_encoder, load_tokenizer
 from xdt.train import train
 
 
@@ -36,6 +36,26 @@ def test_the_flop_model_counts_matmul_weights_not_embeddings(smoke):
     assert (flops.layers, flops.width) == (encoder.config.num_hidden_layers, encoder.config.hidden_size)
     # 6 N per token, and 12 L d T^2 per sequence of T tokens
     assert FlopModel(10, 2, 4).flops(tokens=5, squared_lengths=25) == 6 * 10 * 5 + 12 * 2 * 4 * 25
+
+
+def test_a_head_that_runs_on_the_predicted_positions_counts_for_them_only(smoke):
+    cfg = smoke()
+    tokenizer = load_tokenizer(cfg.model)
+    encoder = build_encoder(cfg.model, tokenizer)
+    model = MaskedLMHead(encoder)  # as mtl holds it: next to the classifier that owns the shared encoder
+    flops = flop_model(nn.ModuleList([encoder, model]))
+    head = sum(m.weight.numel() for m in model.head.modules() if isinstance(m, nn.Linear))
+    assert flops.head_weights == head > 0 and flops.matmul_weights == flop_model(encoder).matmul_weights > 0
+    assert FlopModel(10, 2, 4, head_weights=100).flops(5, 25, head_positions=2) == 6 * 10 * 5 + 6 * 100 * 2 + \
+        12 * 2 * 4 * 25
+    ids = torch.randint(5, len(tokenizer), (3, 8))
+    labels = torch.full_like(ids, -100)
+    labels[0, 1], labels[2, 3], labels[2, 5] = 7, 8, 9
+    model.train()(ids, torch.ones_like(ids), labels)
+    model(ids, torch.ones_like(ids), labels)
+    assert efficiency.take_head_positions(model) == 6 and efficiency.take_head_positions(model) == 0
+    model.eval()(ids, torch.ones_like(ids), labels)  # evaluation is not a training step's work
+    assert efficiency.take_head_positions(model) == 0
 
 
 def test_a_cpu_peak_is_the_best_measurement_this_machine_has_shown(tmp_path, monkeypatch):

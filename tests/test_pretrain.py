@@ -48,6 +48,13 @@ def test_pretraining_lowers_held_out_perplexity_below_the_random_init(model, obj
     steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert steps == [0, 6, 12]
     assert (tmp_path / "run" / "pretrained" / "config.json").is_file() and (tmp_path / "run" / "done").is_file()
+    # MFU counts the output layer for the positions it predicted: ~15% of the tokens (MLM), nearly all (CLM).
+    record = result["efficiency"]
+    flops, tokens, positions = record["flop_model"], record["useful_tokens"], record["flop_model"]["head_positions"]
+    assert flops["head_weights"] > flops["matmul_weights"] / 2  # the vocabulary projection
+    assert (0.05 * tokens < positions < 0.3 * tokens) if objective == "mlm" else (0.5 * tokens < positions < tokens)
+    attention = record["model_flops"] - 6 * flops["matmul_weights"] * tokens - 6 * flops["head_weights"] * positions
+    assert 0 < attention < 0.1 * record["model_flops"]  # the 12 L d T^2 term, small at these lengths
 
 
 def test_evaluation_masks_the_same_tokens_every_time(lm_smoke, tmp_path):

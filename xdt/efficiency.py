@@ -8,6 +8,9 @@ left out: per sequence of ``T`` real tokens, ``6 N T + 12 L d T^2``.
   embeddings, which are looked up, do not count, and a language model's output projection does) costs 2 FLOPs
   per token forward and 4 backward.
 - ``12 L d T^2``: attention scores and their weighted sum, forward and backward, in ``L`` layers of width ``d``.
+- ``6 H P``: an output layer that runs only on the ``P`` positions that carry a loss (a masked-LM head on the
+  masked tokens, in ``xdt pretrain`` and in ``mtl``: ``H`` its matmul weights) counts for those positions only;
+  the modules that run one name it ``position_head`` and count the positions with :func:`count_head_positions`.
 
 Conventions, so figures are compared honestly: weights that PEFT freezes are counted as if they trained (their
 weight gradients are skipped, so ``6N`` over-counts those by a third); the batches counted are the source batch
@@ -55,25 +58,46 @@ DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, 
 
 @dataclass(frozen=True)
 class FlopModel:
-    """What a step's FLOPs are computed from: ``N`` matmul weights, ``L`` layers of width ``d``."""
+    """What a step's FLOPs are computed from: ``N`` matmul weights run on every real token, ``L`` layers of
+    width ``d``, and ``H`` weights of output layers that run only on the positions that carry a loss."""
 
     matmul_weights: int
     layers: int
     width: int
+    head_weights: int = 0
 
-    def flops(self, tokens: float, squared_lengths: float) -> float:
-        """Training FLOPs for ``tokens`` real tokens whose sequences' squared lengths sum to ``squared_lengths``."""
-        return 6 * self.matmul_weights * tokens + 12 * self.layers * self.width * squared_lengths
+    def flops(self, tokens: float, squared_lengths: float, head_positions: float = 0.0) -> float:
+        """Training FLOPs for ``tokens`` real tokens whose sequences' squared lengths sum to ``squared_lengths``,
+        ``head_positions`` of which went through the position heads."""
+        return (6 * self.matmul_weights * tokens + 6 * self.head_weights * head_positions
+                + 12 * self.layers * self.width * squared_lengths)
 
 
 def flop_model(model: nn.Module) -> FlopModel:
     """The FLOP model of ``model`` (a strategy, or anything holding a Hugging Face model)."""
-    weights = sum(module.weight.numel() for module in model.modules()
-                  if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")  # GPT-2's Linear
+    heads = [m.position_head for m in model.modules() if getattr(m, "position_head", None) is not None]
+    head_weights = sum(_matmul_weights(head) for head in heads)
     config = next((m.config for m in model.modules() if hasattr(m, "config") and hasattr(m.config, "to_dict")), None)
     layers = _first(config, "num_hidden_layers", "n_layer", "num_layers")
     width = _first(config, "hidden_size", "n_embd", "d_model", "dim")
-    return FlopModel(weights, layers, width)
+    return FlopModel(_matmul_weights(model) - head_weights, layers, width, head_weights)
+
+
+def _matmul_weights(model: nn.Module) -> int:
+    return sum(module.weight.numel() for module in model.modules()
+               if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D")  # GPT-2's Linear
+
+
+def count_head_positions(module: nn.Module, positions: int) -> None:
+    """Called by a module after its ``position_head`` ran on ``positions`` positions; counted in training only
+    (evaluation is not part of a step's FLOPs)."""
+    if module.training:
+        module.head_positions = getattr(module, "head_positions", 0) + positions
+
+
+def take_head_positions(model: nn.Module) -> int:
+    """The positions ``model``'s position heads ran on since the last take."""
+    return sum(m.__dict__.pop("head_positions", 0) for m in model.modules())
 
 
 def _first(config, *names: str) -> int:
@@ -172,15 +196,16 @@ def measure_matmul(device: torch.device, dtype: torch.dtype, size: int = MATMUL_
 
 
 def efficiency(flops: FlopModel, real: float, total: float, squares: float, seconds: float, peak: float,
-               peak_source: str, precision: str) -> dict:
+               peak_source: str, precision: str, head_positions: float = 0.0) -> dict:
     """The efficiency record of metrics.json for ``seconds`` of training over these token counts."""
-    model_flops = flops.flops(real, squares)
+    model_flops = flops.flops(real, squares, head_positions)
     per_second = model_flops / seconds if seconds > 0 else 0.0
     return {"useful_tokens": int(real), "useful_tokens_per_s": round(real / seconds, 1) if seconds > 0 else 0.0,
             "padding_fraction": round(1 - real / total, 4) if total else 0.0,
             "model_flops": model_flops, "model_flops_per_s": per_second, "peak_flops_per_s": peak,
             "peak": peak_source, "precision": precision, "mfu": round(per_second / peak, 4) if peak else None,
-            "flop_model": {"matmul_weights": flops.matmul_weights, "layers": flops.layers, "width": flops.width}}
+            "flop_model": {"matmul_weights": flops.matmul_weights, "layers": flops.layers, "width": flops.width,
+                           "head_weights": flops.head_weights, "head_positions": int(head_positions)}}
 
 
 def describe(record: dict) -> str:

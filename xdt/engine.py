@@ -67,6 +67,7 @@ class LoopState:
     useful_tokens: float = 0.0  # real (non-padding) tokens of the batches trained on (xdt.efficiency)
     all_tokens: float = 0.0  # the same with padding
     squared_lengths: float = 0.0  # the sum of their sequences' squared lengths (attention FLOPs)
+    head_positions: float = 0.0  # positions a masked-LM head ran on (efficiency.count_head_positions)
     train_seconds: float = 0.0  # forward, backward and optimizer steps only
     compile_seconds: float = 0.0  # steps that compiled a graph (hardware.compile), kept out of train_seconds
     wall_seconds: float = 0.0  # everything, over all segments of a resumed run
@@ -358,29 +359,37 @@ class EfficiencyMeter:
     def __init__(self, training: Training, state: LoopState) -> None:
         self.tokens = efficiency.TokenCount()
         self.processes = training.accelerator.num_processes
+        self.strategy = training.strategy
         self.flops = efficiency.flop_model(training.strategy)
         self.precision = efficiency.precision_in_use(training.cfg.hardware)
         self.peak, self.peak_source = efficiency.device_peak(training.accelerator.device, self.precision,
                                                              training.cfg.cache_dir)
-        self.line_start = (state.train_seconds, state.useful_tokens, state.squared_lengths)
+        self.line_start = self.counts(state)
+
+    @staticmethod
+    def counts(state: LoopState) -> tuple[float, float, float, float]:
+        return state.train_seconds, state.useful_tokens, state.squared_lengths, state.head_positions
 
     def fold(self, state: LoopState) -> None:
         real, total, squares = self.tokens.take()
         state.useful_tokens += real * self.processes
         state.all_tokens += total * self.processes
         state.squared_lengths += squares * self.processes
+        state.head_positions += efficiency.take_head_positions(self.strategy) * self.processes
 
     def since_last_line(self, state: LoopState) -> str:
-        seconds, real, squares = (now - then for now, then in zip(
-            (state.train_seconds, state.useful_tokens, state.squared_lengths), self.line_start))
-        self.line_start = (state.train_seconds, state.useful_tokens, state.squared_lengths)
+        seconds, real, squares, head_positions = (now - then for now, then in zip(self.counts(state),
+                                                                                  self.line_start))
+        self.line_start = self.counts(state)
         if seconds <= 0:
             return "0 tok/s"
-        return f"{real / seconds:.0f} tok/s  MFU {self.flops.flops(real, squares) / seconds / self.peak:.2f}"
+        mfu = self.flops.flops(real, squares, head_positions) / seconds / self.peak
+        return f"{real / seconds:.0f} tok/s  MFU {mfu:.2f}"
 
     def record(self, state: LoopState) -> dict:
         return efficiency.efficiency(self.flops, state.useful_tokens, state.all_tokens, state.squared_lengths,
-                                     state.train_seconds, self.peak, self.peak_source, self.precision)
+                                     state.train_seconds, self.peak, self.peak_source, self.precision,
+                                     state.head_positions)
 
 
 def train_step(training: Training, state: LoopState, source: dict, target: dict | None

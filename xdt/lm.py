@@ -22,6 +22,7 @@ from transformers import AutoModelForCausalLM, AutoModelForMaskedLM, PreTrainedM
 from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 from transformers.utils import logging as transformers_logging
 
+from xdt.efficiency import count_head_positions
 from xdt.errors import XdtError
 from xdt.models import encoder_config, init_folder, mask_tokens
 
@@ -84,6 +85,11 @@ class LanguageModel(nn.Module):
     def encoder(self) -> PreTrainedModel:
         return self.lm
 
+    @property
+    def position_head(self) -> nn.Module | None:
+        """The output layer, run on the predicted positions only (what MFU counts it for: xdt.efficiency)."""
+        return getattr(self.lm, self._head_name) if self._head_name is not None else None
+
     def loss(self, batch: dict) -> torch.Tensor:
         """The training loss of one batch: masked at random (MLM) or as it is (CLM)."""
         return self(*lm_inputs(batch, self.masker))
@@ -108,7 +114,10 @@ class LanguageModel(nn.Module):
             targets = input_ids[:, 1:][chosen]
         rows = chosen.nonzero()[:, 0]
         selected = states[chosen]
-        logits = getattr(self.lm, self._head_name)(selected) if self._head_name is not None else selected
+        if self._head_name is None:
+            return selected, targets, rows
+        count_head_positions(self, len(targets))
+        logits = self.position_head(selected)
         return logits, targets, rows
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

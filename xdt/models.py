@@ -23,6 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, AutoTokeni
 from transformers.utils import logging as transformers_logging
 
 from xdt.data.batching import stack_batches
+from xdt.efficiency import count_head_positions
 from xdt.errors import XdtError
 
 log = logging.getLogger(__name__)
@@ -383,15 +384,22 @@ class MaskedLMHead(nn.Module):
             object.__setattr__(mlm, mlm.base_model_prefix, encoder)
             self.mlm = mlm
 
+    @property
+    def position_head(self) -> nn.Module | None:
+        """The head when it runs on the masked positions only (what MFU counts it for: xdt.efficiency)."""
+        return self.head
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Masked-LM cross-entropy of predicting ``labels`` (-100 = not masked)."""
         if self.head is None:
             return self.mlm(input_ids=input_ids, attention_mask=attention_mask, labels=labels).loss
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         masked = labels != -100
-        if not masked.any():
+        targets = labels[masked]
+        if not len(targets):
             return hidden.sum() * 0.0
-        return F.cross_entropy(self.head(hidden[masked]), labels[masked])
+        count_head_positions(self, len(targets))
+        return F.cross_entropy(self.head(hidden[masked]), targets)
 
 
 def mask_tokens(input_ids: torch.Tensor, attention_mask: torch.Tensor, probability: float, mask_token_id: int,
