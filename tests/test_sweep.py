@@ -81,6 +81,21 @@ def test_a_job_folder_of_another_experiment_is_left_alone(tmp_path, cache_dir):
     assert (sweep / "0_seed=0" / "metrics.json").read_bytes() == before
 
 
+def test_a_job_made_before_a_setting_existed_is_still_this_sweeps_job(tmp_path, cache_dir):
+    # A sweep filled over several launches must survive an xdt that added a setting in between.
+    sweep = tmp_path / "sweep"
+    args = ["train", "-m", *SWEEP, f"hydra.sweep.dir={sweep}", f"cache_dir={cache_dir}", "seed=0,1"]
+    assert run_xdt(*args, cwd=tmp_path).returncode == 0
+    config = sweep / "0_seed=0" / "config.yaml"
+    older = "\n".join(line for line in config.read_text().splitlines() if "fast_dropout" not in line) + "\n"
+    config.write_text(older)
+    finished = (sweep / "0_seed=0" / "done").stat().st_mtime_ns
+    again = run_xdt(*args, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "0_seed=0 was made by an xdt without the settings hardware.fast_dropout" in again.stdout + again.stderr
+    assert (sweep / "0_seed=0" / "done").stat().st_mtime_ns == finished and config.read_text() == older
+
+
 def test_optuna_preset_runs_trials_scored_on_source_validation(tmp_path, cache_dir):
     sweep = tmp_path / "search"
     result = run_xdt("train", "-m", "hparams_search=lr", *SWEEP, "hydra.sweeper.n_trials=2",

@@ -5,7 +5,9 @@
   jobs when the sweep ends and exits non-zero.
 * Re-launching the same sweep (same ``hydra.sweep.dir``) skips jobs whose folder has ``done``, resumes
   jobs that were cut off or failed from their last checkpoint, and refuses to touch a folder that
-  holds a run of a different configuration.
+  holds a run of a different configuration. Settings a run's saved config lacks (added to xdt after the run
+  was made) do not make it another configuration: it keeps the behaviour it was made with (a resume reads
+  its own config.yaml), and the log names them. So a sweep filled over several launches survives an upgrade.
 * Job folders are named by the overrides that vary across the sweep (:func:`xdt.job_names.job_name`), not by every
   override on the command line.
 """
@@ -58,11 +60,27 @@ def _same_config(cfg: DictConfig, config_file: Path) -> bool:
     wanted = OmegaConf.to_container(cfg, resolve=True)
     for key in NOT_IN_NAMES:
         saved.pop(key, None), wanted.pop(key, None)
+    added = _drop_added_settings(saved, wanted)
+    if added:
+        log.warning("%s was made by an xdt without the settings %s; it keeps the behaviour it was made with",
+                    config_file.parent.name, ", ".join(added))
     started_from = (saved.get("model") or {}).get("init_from")
     if not wanted["model"].get("init_from") and started_from and Path(started_from).is_relative_to(
             config_file.parent.resolve()):
         saved["model"]["init_from"] = None  # set by a stage of the job itself (xdt.train.stages)
     return _same_value(saved, wanted)
+
+
+def _drop_added_settings(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """Remove from ``wanted`` the keys ``saved`` lacks, at any depth; returns their dotted names."""
+    added = []
+    for key in list(wanted):
+        if key not in saved:
+            added.append(prefix + str(key))
+            del wanted[key]
+        elif isinstance(saved[key], dict) and isinstance(wanted[key], dict):
+            added += _drop_added_settings(saved[key], wanted[key], f"{prefix}{key}.")
+    return added
 
 
 def run_job(cfg: DictConfig, run_dir: Path) -> float:
