@@ -23,9 +23,13 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from transformers import AttentionInterface
-from transformers.integrations.sdpa_attention import sdpa_attention_forward
-from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+
+try:  # transformers >= 4.53 registers attention and mask functions by name; before, only nn.Dropout is swapped
+    from transformers import AttentionInterface
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, sdpa_mask
+except ImportError:
+    AttentionInterface = None
 
 LANES = 2**16
 ATTENTION = "xdt_cpu_sdpa"
@@ -91,8 +95,9 @@ def attention_with_fast_dropout(module: nn.Module, query: Tensor, key: Tensor, v
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 
-AttentionInterface.register(ATTENTION, attention_with_fast_dropout)
-ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)  # the masks sdpa gets: boolean, or none without padding
+if AttentionInterface is not None:
+    AttentionInterface.register(ATTENTION, attention_with_fast_dropout)
+    ALL_MASK_ATTENTION_FUNCTIONS.register(ATTENTION, sdpa_mask)  # sdpa's masks: boolean, or none without padding
 
 
 def use_fast_dropout(model: nn.Module) -> tuple[int, int]:
@@ -104,7 +109,8 @@ def use_fast_dropout(model: nn.Module) -> tuple[int, int]:
             model.set_submodule(name, FastDropout(module.p, module.inplace).train(module.training))
             dropouts += 1
         config = getattr(module, "config", None)
-        if getattr(config, "_attn_implementation", None) == "sdpa" and hasattr(module, "set_attn_implementation"):
+        if (AttentionInterface is not None and getattr(config, "_attn_implementation", None) == "sdpa"
+                and hasattr(module, "set_attn_implementation")):
             module.set_attn_implementation(ATTENTION)
             attentions += 1
     return dropouts, attentions
