@@ -74,6 +74,11 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
     "fdu_apparel_to_MR_150": (
         "ERM, DANN and CORAL with MiniLM on FDU-MTL apparel -> MR at the 150-step comparison budget",
         [["experiment=fdu_apparel_to_MR", "strategy=erm,dann,coral", "seed=0,1"]]),
+    "fdu_apparel_to_MR_300": (
+        "the six strategies of fdu_300 with MiniLM on its first pair, FDU-MTL apparel -> MR, at 300 steps, 3 seeds "
+        "(seeds outermost, so an interrupted run has every strategy at its first seeds)",
+        [["experiment=fdu_apparel_to_MR", "seed=0,1,2", "strategy=erm,dann,coral,fgm,self_train,augment",
+          "max_steps=300"]]),
     "fdu_150": (
         "strategies on three FDU-MTL pairs with MiniLM at the 150-step comparison budget",
         [["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
