@@ -12,9 +12,10 @@ regression.
 
 Tolerance: fp32 on CPU with a fixed thread count is deterministic; every case, recorded twice (the second time
 from a warm tokenisation cache), gave bit-identical figures, the two-process gloo run included. So the
-tolerance is 1e-6 absolute: "the printed digit on this CPU" (perplexity, exp of a loss: 1e-6 of itself). The runs are pinned to the thread count they were
-recorded with (OMP_NUM_THREADS=2 for one process, as the default on the 2-core machine they were recorded on;
-1 per process for the two-process run, as in test_distributed.py). Another CPU (other vector units, another
+tolerance is 1e-6 absolute: "the printed digit on this CPU" (perplexity, the exp of a loss: 1e-6 of itself).
+The runs are pinned to the thread count they were recorded with (OMP_NUM_THREADS=2 for one process, as the
+default on the 2-core machine they were recorded on; 1 per process for the two-process run, as in
+test_distributed.py). Another CPU (other vector units, another
 torch build) may round differently: re-record there with the script rather than widening the tolerance.
 
 Each case is a fresh process (about 5 s of imports); on 2 cores shared with other jobs the 19 fast cases took
@@ -43,12 +44,6 @@ TOLERANCE = 1e-6  # absolute, on every float; steps are compared exactly
 # perplexities near 20,000, an absolute 1e-6 asked for a loss 5e-11 apart, finer than fp32 sums round alike on CPUs
 # with other vector units (an AVX-512 machine moved the untrained tiny models' perplexities by 2e-8 of themselves).
 RELATIVE = ("perplexity",)
-
-
-def moved_beyond_tolerance(key: str, a: float, b: float) -> bool:
-    """Whether a float figure moved (NaN always counts as moved)."""
-    allowed = TOLERANCE * max(abs(a), abs(b)) if key.endswith(RELATIVE) else TOLERANCE
-    return not abs(a - b) <= allowed
 THREADS = "2"  # intra-op threads of a one-process run (the default on the 2-core machine the values come from)
 TIMEOUT = 1800  # seconds per command; the default MiniLM run takes 1-2 minutes on 2 idle cores, 10+ on busy ones
 
@@ -166,6 +161,12 @@ def flatten(values: dict, prefix: str = "") -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
+
+
+def moved_beyond_tolerance(key: str, a: float, b: float) -> bool:
+    """Whether a float figure moved (NaN always counts as moved)."""
+    allowed = TOLERANCE * max(abs(a), abs(b)) if key.endswith(RELATIVE) else TOLERANCE
+    return not abs(a - b) <= allowed
 
 
 def differences(golden: dict, now: dict) -> list[str]:
