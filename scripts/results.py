@@ -5,13 +5,15 @@ the machine and the date).
 Each benchmark is one row of ``BENCHMARKS``: the overrides of one sweep, or of several where one sweep cannot
 hold the grid (a Cartesian product cannot leave out a domain paired with itself, or give one strategy a setting
 another lacks). The runs go to ``--runs/<benchmark>`` (``--runs/<benchmark>/<k>`` for the k-th of several
-sweeps; outside the repository by default, they are large); launching again skips finished jobs and resumes
-cut-off ones, so an interrupted benchmark continues where it stopped. Only the report files are committed.
+sweeps; outside the repository by default, they are large); ``--tag gpu`` makes both folders ``<benchmark>_gpu``,
+so a run on other hardware or at another precision gets a report of its own beside the CPU one. Launching again
+skips finished jobs and resumes cut-off ones, so an interrupted benchmark continues where it stopped. Only the
+report files are committed.
 
     python scripts/results.py --list
     python scripts/results.py synthetic_shift                        # no data needed, tiny model
     XDT_DATA_DIR=../shared/data python scripts/results.py fdu_150    # MiniLM on FDU-MTL pairs
-    python scripts/results.py fdu_150 --runs /scratch/xdt-runs -- hardware=gpu hardware.mixed_precision=no
+    python scripts/results.py fdu_150 --runs /scratch/xdt-runs --tag gpu -- hardware=gpu hardware.mixed_precision=no
     python scripts/results.py da_grid -- hardware=gpu hydra/launcher=local_parallel hydra.launcher.n_jobs=8
 
 A benchmark listed in ``EVALUATIONS`` also evaluates each finished run with ``xdt eval`` (int8, say) into a
@@ -87,6 +89,10 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
         "the six strategies of fdu_300 with MiniLM on its first pair, FDU-MTL apparel -> MR, at 300 steps, 3 seeds "
         "(seeds outermost, so an interrupted run has every strategy at its first seeds)",
         [fdu_300_sweep("fdu_apparel_to_MR")]),
+    "fdu_imdb_to_baby_300": (
+        "the same six strategies on fdu_300's second pair, FDU-MTL imdb -> baby (long reviews, truncated at 128 "
+        "tokens), at 300 steps, 3 seeds",
+        [fdu_300_sweep("fdu_imdb_to_baby")]),
     "cpu_bf16_apparel_to_MR_300": (
         "ERM in fp32 against bf16 autocast on a CPU with bf16 matrix units (Intel AMX), FDU-MTL apparel -> MR, "
         "300 steps, 3 seeds: the step time and whether the accuracies move",
@@ -97,8 +103,8 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
         [["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
           "strategy=erm,dann,coral,mmd,fgm,self_train,lp_ft,augment", "seed=0,1"]]),
     "fdu_300": (
-        "six strategies on two of those pairs at twice the budget (300 steps), 3 seeds; its first sweep is "
-        "fdu_apparel_to_MR_300's",
+        "six strategies on two of those pairs at twice the budget (300 steps), 3 seeds; its sweeps are "
+        "fdu_apparel_to_MR_300's and fdu_imdb_to_baby_300's",
         [fdu_300_sweep("fdu_apparel_to_MR"), fdu_300_sweep("fdu_imdb_to_baby")]),
     "few_shot": (
         "k labeled target examples per class (k = 0, 8, 32, 128) on FDU-MTL apparel -> MR",
@@ -148,8 +154,10 @@ def main() -> None:
                         help="where the run folders go (default: %(default)s)")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results",
                         help="the report goes to <out>/<benchmark> (default: %(default)s)")
+    parser.add_argument("--tag", help="suffix for the runs' and the report's folder (<benchmark>_<tag>) when the "
+                        "extra overrides change the hardware or the precision, so that its report stands apart")
     parser.add_argument("--list", action="store_true", help="list the benchmarks and their sweeps")
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # options may come before the overrides after --
     if args.list or not args.benchmark:
         width = max(map(len, BENCHMARKS)) + 1
         for name, (what, sweeps) in BENCHMARKS.items():
@@ -158,10 +166,11 @@ def main() -> None:
                 print(f"{'':<{width}} xdt train -m {' '.join(overrides)}")
         return
     _, sweeps = BENCHMARKS[args.benchmark]
+    name = f"{args.benchmark}_{args.tag}" if args.tag else args.benchmark
     # Paths relative to the repository (the commands run there): the report's header shows them, and a
     # published report should not carry this machine's home folder.
-    sweep = os.path.relpath((args.runs / args.benchmark).resolve(), ROOT)
-    out = os.path.relpath((args.out / args.benchmark).resolve(), ROOT)
+    sweep = os.path.relpath((args.runs / name).resolve(), ROOT)
+    out = os.path.relpath((args.out / name).resolve(), ROOT)
     xdt = str(Path(sys.executable).with_name("xdt"))
     # A sweep with a failed job goes on to the next sweep: the report lists the failures, and launching the same
     # command again retries them (and skips what finished).

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,3 +71,16 @@ def test_a_benchmarks_evaluations_compose_as_xdt_eval_configs(name):
     cfg = compose_config(["run_dir=outputs/some-run", *overrides, f"hydra.run.dir=outputs/some-run/{folder}"],
                          name="eval")
     assert cfg.run_dir == "outputs/some-run"
+
+
+def test_a_tag_gives_the_runs_and_the_report_folders_of_their_own(monkeypatch, tmp_path):
+    commands = []
+    monkeypatch.setattr(results, "run", lambda command: commands.append(command) or 0)
+    monkeypatch.setattr(sys, "argv", ["results.py", "synthetic_shift", "--tag", "gpu", "--runs", str(tmp_path / "runs"),
+                                      "--out", str(tmp_path / "docs"), "--", "hardware=gpu"])
+    results.main()
+    train, report = commands
+    assert train[1:3] == ["train", "-m"] and "hardware=gpu" in train
+    assert Path(train[-1].removeprefix("hydra.sweep.dir=")).name == "synthetic_shift_gpu"
+    assert report[1] == "report" and Path(report[2]).name == "synthetic_shift_gpu"
+    assert Path(report[-1]).resolve() == (tmp_path / "docs" / "synthetic_shift_gpu").resolve()
