@@ -128,6 +128,21 @@ def test_seed_by_seed_intervals_need_three_seeds(grid):
     assert "CI" not in rows["dann"][3] and "1/1 above" in rows["dann"][3]  # 1 seed
 
 
+
+def test_one_contended_run_does_not_move_a_rows_cost(grid):
+    """Costs are medians over a row's runs: a run slowed 100 times by another job on the machine leaves the row's
+    seconds per step, its ratio to ERM's and the CSV's figure where the other seeds put them."""
+    slow = next(grid.glob("*_strategy=dann,seed=2")) / "metrics.json"
+    slow.write_text(json.dumps({**json.loads(slow.read_text()), "train_time_s": 800.0}))
+    report = write_report(grid)
+    assert report.step_ratio("dann") == pytest.approx(1.0)
+    line = pair_line(grid / "report" / "report.csv", "dann", "syn_books→syn_kitchen")
+    assert float(line["s_per_step_median"]) == pytest.approx(8.0 / 100)
+    dann = next(line for line in (grid / "report" / "report.md").read_text().splitlines()
+                if line.startswith("| dann |") and line.rstrip().endswith("x |"))
+    assert cells(dann)[-1].strip() == "1.00x"
+
+
 # ---- 2. report.md is GitHub-flavoured Markdown ----------------------------------------------------------------
 
 def test_every_table_keeps_its_shape(grid):

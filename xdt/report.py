@@ -184,12 +184,15 @@ class Report:
         return None if mine is None or reference is None else mine - reference
 
     def step_ratio(self, row: str) -> float | None:
-        """Mean over pairs of seconds per step relative to the ERM row's, on the same pair."""
+        """Mean over pairs of the row's median seconds per step relative to the ERM row's, on the same pair.
+
+        Medians over seeds, because a run that shared the machine with another job is slow by a large factor,
+        and one such run should not move a row's cost."""
         erm, ratios = self.erm_rows.get(row), []
         for pair in self.pairs:
             mine, theirs = self.cells.get((row, pair)), self.cells.get((erm, pair))
-            if mine and theirs and mine.step_seconds and statistics.mean(theirs.step_seconds) > 0:  # 0: hand-made
-                ratios.append(statistics.mean(mine.step_seconds) / statistics.mean(theirs.step_seconds))
+            if mine and theirs and mine.step_seconds and statistics.median(theirs.step_seconds) > 0:  # 0: hand-made
+                ratios.append(statistics.median(mine.step_seconds) / statistics.median(theirs.step_seconds))
         return statistics.mean(ratios) if ratios else None
 
     def paired_differences(self, row: str, pair: str) -> list[float]:
@@ -547,8 +550,8 @@ def values_of(settings: list[dict[str, object]], keys: list[str]) -> set[tuple[s
     return {tuple(repr(one.get(k)) for k in keys) for one in settings}
 
 
-def _mean_of(values: list[float]) -> float | None:
-    return statistics.mean(values) if values else None
+def _median_of(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
 
 def _fmt(value: float | None, sign: bool = False, digits: int = 3) -> str:
@@ -568,13 +571,14 @@ def main_table(report: Report) -> list[list[str]]:
 
 
 def cost_table(report: Report) -> list[list[str]]:
-    lines = [["strategy", *(f"{p} source" for p in report.pairs), "wall s", "s/step", "s/step vs ERM"]]
+    # Costs are medians over the row's runs: on a shared machine one contended run is slow by a large factor.
+    lines = [["strategy", *(f"{p} source" for p in report.pairs), "median wall s", "median s/step", "s/step vs ERM"]]
     for row in report.rows:
         cells = [report.cells.get((row, p)) for p in report.pairs]
         present = [c for c in cells if c]
         lines.append([row, *(_fmt(statistics.mean(c.source)) if c and c.source else "-" for c in cells),
-                      _fmt(_mean_of([w for c in present for w in c.wall]), digits=0),
-                      _fmt(_mean_of([s for c in present for s in c.step_seconds]), digits=2),
+                      _fmt(_median_of([w for c in present for w in c.wall]), digits=0),
+                      _fmt(_median_of([s for c in present for s in c.step_seconds]), digits=2),
                       f"{report.step_ratio(row):.2f}x" if report.step_ratio(row) is not None else "-"])
     return lines
 
@@ -657,15 +661,15 @@ def csv_text(reports: list[Report]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     writer.writerow(["strategy", "pair", "selection", "metric", "n", "seeds", "target_mean", "target_std",
-                     "source_mean", "selected_steps", "wall_s_mean", "s_per_step_mean", "task"])
+                     "source_mean", "selected_steps", "wall_s_median", "s_per_step_median", "task"])
     for report in reports:
         for (row, pair), cell in sorted(report.cells.items()):
             writer.writerow([row, pair, " ".join(sorted({criterion for criterion, _ in cell.chosen_by})),
                              report.metric, len(cell.target), " ".join(map(str, cell.seeds)), f"{cell.mean:.6f}",
                              "" if cell.std is None else f"{cell.std:.6f}",  # one run: no spread, not 0
                              f"{statistics.mean(cell.source):.6f}" if cell.source else "",
-                             " ".join(map(str, cell.selected_steps)), f"{statistics.mean(cell.wall):.2f}",
-                             f"{statistics.mean(cell.step_seconds):.4f}", report.task])
+                             " ".join(map(str, cell.selected_steps)), f"{statistics.median(cell.wall):.2f}",
+                             f"{statistics.median(cell.step_seconds):.4f}", report.task])
     return buffer.getvalue()
 
 
@@ -855,7 +859,7 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
     """The tables of one report, their sections headed at ``level``."""
     text = [md(report.caption()) + "\n", markdown(main_table(report)),
             f"\nSource test {report.metric} at the same checkpoints, wall time per run (with its pretraining stage, "
-            "if any), and fine-tuning seconds per step "
+            "if any), and fine-tuning seconds per step, each the median over the row's runs "
             "(from each run's own clock: compare only runs made under the same load).\n",
             markdown(cost_table(report))]
     paired = paired_table(report)
