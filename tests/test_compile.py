@@ -27,6 +27,10 @@ def test_compiled_runs_pad_batches_to_length_buckets():
     assert padding_multiple(eager, torch.device("cuda")) == 8
     batch = Collator(0, padding_multiple(compiled, torch.device("cpu")))([{"input_ids": [5] * 33}, {"input_ids": [7]}])
     assert batch["input_ids"].shape == (2, 64) and batch["attention_mask"].sum().item() == 34
+    # rounding up stops at max_length (a model's positions may end there): 100 -> 100, not 128
+    capped = Collator(0, COMPILE_BUCKET, max_length=100)
+    assert capped([{"input_ids": [5] * 100}])["input_ids"].shape == (1, 100)
+    assert capped([{"input_ids": [5] * 33}])["input_ids"].shape == (1, 64)
 
 
 def test_a_compiled_run_times_compiling_apart_and_its_checkpoint_scores_the_same_eager(tmp_path, cache_dir):

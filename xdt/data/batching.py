@@ -72,11 +72,15 @@ class Collator:
 
     pad_id: int
     pad_to_multiple_of: int | None = None
+    # Rounding up never pads past this (rows are cut at max_length already): a model's position embeddings may
+    # end there, and columns beyond it would only be padding. It is one more length bucket at most.
+    max_length: int | None = None
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         longest = max(len(row["input_ids"]) for row in rows)
         if self.pad_to_multiple_of:
-            longest = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
+            rounded = math.ceil(longest / self.pad_to_multiple_of) * self.pad_to_multiple_of
+            longest = max(longest, min(rounded, self.max_length or rounded))
         input_ids = torch.full((len(rows), longest), self.pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(rows), longest), dtype=torch.long)
         for i, row in enumerate(rows):

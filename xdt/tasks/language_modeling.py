@@ -81,7 +81,8 @@ class LanguageModeling(Task):
                                            for d in training_text(sources, self.text_splits)])
             held_out = {name: tokenize(d, tokenizer, length, cfg.cache_dir)
                         for name, d in held_out_sets(sources, targets).items()}
-        collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
+        collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device),
+                            int(cfg.max_length))
         loader = make_loader(corpus, int(cfg.batch_size), collator, True, int(cfg.seed),
                              int(cfg.hardware.get("dataloader_workers", 0)))
         max_steps = training_steps(cfg, len(corpus))

@@ -69,7 +69,8 @@ class SequenceClassification(Task):
         context = StrategyContext.of(tokenizer, data.num_labeled_domains,
                                      len(data.stream_targets(cfg.unlabeled_targets)))
         strategy = build_strategy(cfg, tokenizer, data.num_labels, context, max_steps)
-        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
+        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device),
+                                 int(cfg.max_length))
         source, target = train_loaders(cfg, data, strategy, self.collator, accelerator)
         if accelerator.is_main_process:
             write_model_files(run_dir / "model", strategy.model, tokenizer, data.label_names, context)

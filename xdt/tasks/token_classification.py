@@ -230,7 +230,8 @@ class TokenClassification(Task):
         # track_targets=false scores only the selecting sets during training, the others once at the end
         evaluation = self.sets if cfg.track_targets else {name: self.sets[name] for name in self.selection_sets}
         log_unscored_sets(list(self.sets), list(evaluation))
-        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device))
+        self.collator = Collator(tokenizer.pad_token_id, padding_multiple(cfg.hardware, accelerator.device),
+                                 int(cfg.max_length))
         max_steps = training_steps(cfg, len(train_rows))
         strategy = self._build_strategy(cfg, tokenizer, [d.key for d in trained], len(targets), max_steps)
         collator = self.collator
