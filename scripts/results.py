@@ -174,17 +174,19 @@ def main() -> None:
     xdt = str(Path(sys.executable).with_name("xdt"))
     # A sweep with a failed job goes on to the next sweep: the report lists the failures, and launching the same
     # command again retries them (and skips what finished).
-    failed = [k for k, overrides in enumerate(sweeps)
-              if run([xdt, "train", "-m", *overrides, *args.extra,
-                      f"hydra.sweep.dir={sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))}"]) != 0]
+    failed = []
+    for k, overrides in enumerate(sweeps):
+        folder = sweep if len(sweeps) == 1 else os.path.join(sweep, str(k))
+        if run([xdt, "train", "-m", *overrides, *args.extra, f"hydra.sweep.dir={folder}"]) != 0:
+            failed.append(f"a job of the sweep in {folder}")
     if args.benchmark in EVALUATIONS:
-        failed += evaluate_runs(xdt, ROOT / sweep, *EVALUATIONS[args.benchmark])
+        failed += [f"the evaluation of {run_dir}" for run_dir in evaluate_runs(xdt, ROOT / sweep,
+                                                                              *EVALUATIONS[args.benchmark])]
     if run([xdt, "report", sweep, "--out", out]) != 0:
         sys.exit("xdt report failed; the runs are kept")
     if failed:
-        sys.exit(f"{len(failed)} sweep(s) or evaluation(s) failed (the report lists failed runs); the runs so far "
-                 f"are kept: launch the same command again to retry them")
-
+        sys.exit("failed: " + "; ".join(failed) + " (the report lists failed runs). The runs so far are kept: "
+                 "launch the same command again to retry them")
 
 if __name__ == "__main__":
     main()

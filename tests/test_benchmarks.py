@@ -84,3 +84,12 @@ def test_a_tag_gives_the_runs_and_the_report_folders_of_their_own(monkeypatch, t
     assert Path(train[-1].removeprefix("hydra.sweep.dir=")).name == "synthetic_shift_gpu"
     assert report[1] == "report" and Path(report[2]).name == "synthetic_shift_gpu"
     assert Path(report[-1]).resolve() == (tmp_path / "docs" / "synthetic_shift_gpu").resolve()
+
+
+def test_a_failed_sweep_is_named_and_still_reported(monkeypatch, tmp_path):
+    commands = []
+    monkeypatch.setattr(results, "run", lambda command: commands.append(command) or int(command[1] == "train"))
+    monkeypatch.setattr(sys, "argv", ["results.py", "synthetic_selection", "--runs", str(tmp_path)])
+    with pytest.raises(SystemExit, match=r"failed: a job of the sweep in .*synthetic_selection/0; .*/1; .*/2; .*/3 "):
+        results.main()
+    assert [c[1] for c in commands] == ["train"] * 4 + ["report"]
