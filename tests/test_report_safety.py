@@ -297,3 +297,18 @@ def test_an_erm_run_that_took_no_time_gives_no_cost_ratio(runs):
     write_run(runs / "coral", make_config(strategy="coral"))
     report = write_report(runs)
     assert report.rows == ["erm", "coral"] and report.step_ratio("coral") is None
+
+
+def test_runs_in_another_precision_get_rows_of_their_own_but_another_device_does_not(runs):
+    """bf16 changes the arithmetic, so its runs are another experiment; the same fp32 runs on another device or
+    with other thread settings are the same experiment."""
+    for seed in (1, 2):
+        write_run(runs / f"fp32_{seed}", make_config(seed=seed, hardware={"device": "cuda", "mixed_precision": "no"}))
+        write_run(runs / f"bf16_{seed}", make_config(seed=seed, hardware={"device": "cpu", "mixed_precision": "bf16"}),
+                  accuracy=0.5)
+    report = write_report(runs)
+    # the hand-written run "good" has no hardware at all: a row of its own too
+    assert report.rows == ["erm hardware.mixed_precision=bf16", "erm hardware.mixed_precision=no",
+                           "erm hardware.mixed_precision=null"]
+    (runs / "good" / "config.yaml").write_text(yaml.safe_dump(make_config(hardware={"mixed_precision": "no"})))
+    assert write_report(runs).rows == ["erm hardware.mixed_precision=bf16", "erm hardware.mixed_precision=no"]

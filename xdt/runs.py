@@ -40,6 +40,10 @@ from xdt.run_files import CONFIG, DONE, FAILED, RECORDS, RESULT, RUN_FILES
 NOT_SETTINGS = ("data_dir", "cache_dir", "resume", "seed", "source_domain", "target_domain", "hardware", "logger",
                 "eval_batch_size", "log_interval", "track_targets", "debug", "experiment", "model.name",
                 "model.peft", "model.name_or_path", "model.init_from")
+# The hardware key that changes the arithmetic, not only where or how fast it runs: runs that differ in it are
+# different experiments (a report gives bf16 and fp32 runs rows of their own). tf32 is left out: it rounds only
+# the multiplies' inputs, and runs from before the key existed would split from identical ones.
+PRECISION_SETTINGS = ("hardware.mixed_precision",)
 # Keys of a domain's config that say where files live on one machine, not which data it is.
 NOT_DOMAIN_SETTINGS = ("cache_dir",)
 ROLES = ("source_domain", "target_domain")
@@ -123,7 +127,8 @@ class Run:
             if isinstance(node, dict):
                 for key, value in node.items():
                     walk(value, f"{prefix}{key}.")
-            elif not any(prefix == f"{key}." or prefix.startswith(f"{key}.") for key in NOT_SETTINGS):
+            elif prefix[:-1] in PRECISION_SETTINGS or not any(prefix == f"{key}." or prefix.startswith(f"{key}.")
+                                                              for key in NOT_SETTINGS):
                 flat[prefix[:-1]] = tuple(map(str, node)) if isinstance(node, list) else node
         walk(self.config, "")
         # target_domain is left out above, but few-shot runs (target_domain.shots) are different experiments.
