@@ -187,6 +187,18 @@ def test_figures_are_linked_and_exist(grid):
 
 # ---- 3. provenance --------------------------------------------------------------------------------------------
 
+def test_figures_of_an_earlier_report_that_this_one_did_not_draw_are_removed(grid):
+    out = grid / "report"
+    out.mkdir()
+    (out / "transfer_matrix_a-row-that-is-gone.png").write_bytes(b"old")
+    (out / "notes.png").write_bytes(b"the user's own")
+    write_report(grid)
+    assert not (out / "transfer_matrix_a-row-that-is-gone.png").exists()
+    assert (out / "notes.png").read_bytes() == b"the user's own"
+    linked = set(re.findall(r"\]\(([^)]+\.png)\)", (out / "report.md").read_text()))
+    assert {p.name for p in out.glob("*.png")} == linked | {"notes.png"}
+
+
 def test_report_md_opens_with_its_provenance(grid):
     main([str(grid), "--selection", "last"])
     text = (grid / "report" / "report.md").read_text()

@@ -77,6 +77,10 @@ def plain(text: str) -> str:
     return text.replace("$", r"\$")
 
 
+# The file names of every figure a report draws (the names below): what an earlier report may have left.
+FIGURE_PATTERNS = ("learning_curves_*.png", "transfer_matrix_*.png")
+
+
 def learning_curves_name(pair: str, tag: str = "") -> str:
     return f"learning_curves_{tag}{slug(pair)}.png"
 

@@ -954,10 +954,24 @@ def write_reports(folder: str | Path, criterion: str | None = None, metric: str 
         text.append("No figures: no run has scores to draw.\n")
     atomic_write_text(out / "report.md", re.sub(r"\n{3,}", "\n\n", "\n".join(text)))  # one blank line between blocks
     atomic_write_text(out / "report.csv", csv_text(reports))
+    stale = remove_stale_figures(out, {path.name for path in figures})
     for report in reports:
         show(report, folder, titled=len(reports) > 1)
-    console.print(Text(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures"))
+    console.print(Text(f"wrote {out / 'report.md'}, {out / 'report.csv'} and {len(figures)} figures"
+                       + (f"; removed {len(stale)} figure(s) of an earlier report there: {', '.join(stale)}"
+                          if stale else "")))
     return reports
+
+
+def remove_stale_figures(out: Path, written: set[str]) -> list[str]:
+    """Remove the figures an earlier report left in ``out`` that this one did not draw (a row or pair that is
+    gone, or renamed): a published report folder holds only what its report.md links. Only files named as xdt
+    names its figures are touched, never links."""
+    stale = sorted(path.name for pattern in plots.FIGURE_PATTERNS for path in out.glob(pattern)
+                   if path.name not in written and path.is_file() and not path.is_symlink())
+    for name in stale:
+        (out / name).unlink()
+    return stale
 
 
 def write_report(folder: str | Path, criterion: str | None = None, metric: str | None = None,
