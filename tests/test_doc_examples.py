@@ -935,19 +935,25 @@ def check_script(example: Example) -> None:
     assert path.is_file(), f"{example.script} does not exist"
     source = path.read_text(encoding="utf-8")
     compile(source, str(path), "exec")
-    assert "parse_args" in source, f"{example.script} has no argparse command line to check"
+    assert re.search(r"\.parse_(intermixed_)?args\(", source), \
+        f"{example.script} has no argparse command line to check"
     arguments = [a for a in example.argv[2:] if not _is_placeholder(a)]
-    original = argparse.ArgumentParser.parse_args
+    # Both entry points are stopped right after they parse: parse_intermixed_args does not go through parse_args.
+    originals = {name: getattr(argparse.ArgumentParser, name) for name in ("parse_args", "parse_intermixed_args")}
 
-    def parse_then_stop(self, args=None, namespace=None):
-        original(self, args, namespace)
-        raise _Parsed()
+    def stopping(name: str):
+        def parse_then_stop(self, args=None, namespace=None):
+            originals[name](self, args, namespace)
+            raise _Parsed()
+        return parse_then_stop
 
     saved_argv, saved_path, saved_env = sys.argv[:], sys.path[:], dict(os.environ)
     try:
         for argv, expect_help in (([str(path), "--help"], True), ([str(path), *arguments], False)):
             sys.argv = argv
-            with mock.patch.object(argparse.ArgumentParser, "parse_args", parse_then_stop), \
+            with mock.patch.object(argparse.ArgumentParser, "parse_args", stopping("parse_args")), \
+                    mock.patch.object(argparse.ArgumentParser, "parse_intermixed_args",
+                                      stopping("parse_intermixed_args")), \
                     contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
                 try:
                     runpy.run_path(str(path), run_name="__main__")
