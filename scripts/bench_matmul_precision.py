@@ -1,7 +1,8 @@
 """Matrix-multiply speed on this CPU in fp32, in bf16, and in fp32 with oneDNN's bf16 arithmetic
 (``torch.backends.mkldnn.matmul.fp32_precision = "bf16"``), at the shapes of a MiniLM step (batch 32 x 64
 tokens: 2048 rows by hidden 384 and intermediate 1536) and at the 1024^3 multiply that xdt's CPU peak is measured
-with. Says whether this CPU has bf16 matrix units (Intel AMX), where bf16 can pay; without them it is far slower.
+with. Says whether this CPU has bf16 instructions (Intel AMX tiles, AVX-512 bf16 dot products), where bf16 can
+pay; without them it is far slower.
 
     python scripts/bench_matmul_precision.py
     python scripts/bench_matmul_precision.py --threads 2 --repeats 20

@@ -63,12 +63,25 @@ def test_a_cpu_peak_is_the_best_measurement_this_machine_has_shown(tmp_path, mon
     rates = iter([5e10, 3e10, 7e10, 6e10])
     monkeypatch.setattr(efficiency, "measure_matmul", lambda device, dtype, *args, **kwargs: next(rates))
     cpu = torch.device("cpu")
-    assert [device_peak(cpu, "fp32", tmp_path)[0] for _ in range(3)] == [5e10, 5e10, 7e10]
-    peak, source = device_peak(cpu, "fp32", tmp_path)
-    assert peak == 7e10 and "best fp32" in source and "this run measured 60 GFLOP/s" in source
+    assert [device_peak(cpu, "fp32", tmp_path).flops for _ in range(3)] == [5e10, 5e10, 7e10]
+    peak = device_peak(cpu, "fp32", tmp_path)
+    assert peak.flops == 7e10 and peak.measured == 6e10 and "best fp32" in peak.source
     (tmp_path / "device_peak.json").write_text("not json")  # a damaged file is a fresh start, not a crash
     monkeypatch.setattr(efficiency, "measure_matmul", lambda device, dtype, *args, **kwargs: 2e10)
     assert device_peak(cpu, "fp32", tmp_path)[0] == 2e10
+
+
+def test_a_run_whose_start_was_measured_under_load_is_compared_with_the_better_end_measurement(tmp_path,
+                                                                                               monkeypatch):
+    """The first run on a machine has no better figure to fall back on than its own: a load at its start alone
+    must not inflate the MFU its metrics.json keeps."""
+    rates = iter([3e10, 7e10])  # start under load, end idle
+    monkeypatch.setattr(efficiency, "measure_matmul", lambda device, dtype, *args, **kwargs: next(rates))
+    cpu = torch.device("cpu")
+    start = device_peak(cpu, "fp32", tmp_path)
+    peak = efficiency.run_peak(start, device_peak(cpu, "fp32", tmp_path, repeats=5))
+    assert start.flops == 3e10 and peak.flops == 7e10
+    assert "this run measured 30 GFLOP/s at its start and 70 at its end" in peak.source
 
 
 def test_the_real_cpu_measurement_is_a_plausible_rate_and_leaves_the_runs_random_stream_alone():
@@ -82,14 +95,14 @@ def test_the_real_cpu_measurement_is_a_plausible_rate_and_leaves_the_runs_random
 
 def test_a_known_gpu_takes_its_published_peak_for_the_precision_in_use(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 80GB HBM3")
-    peak, source = device_peak(torch.device("cuda"), "bf16", tmp_path)
+    peak, source, _ = device_peak(torch.device("cuda"), "bf16", tmp_path)
     assert peak == pytest.approx(989.4e12) and "published dense bf16 peak of NVIDIA H100" in source
     assert device_peak(torch.device("cuda"), "fp32", tmp_path)[0] == pytest.approx(67e12)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H100 PCIe")
     assert device_peak(torch.device("cuda"), "tf32", tmp_path)[0] == pytest.approx(378e12)
 
 
-def test_every_run_reports_its_efficiency_and_a_resumed_run_counts_every_segment(smoke, tmp_path):
+def test_every_run_reports_its_efficiency_and_a_resumed_run_counts_every_segment(smoke, cache_dir, tmp_path):
     full = train(smoke(), tmp_path / "full")
     record = full["efficiency"]
     assert record["useful_tokens"] > 0 and 0 <= record["padding_fraction"] < 1
@@ -97,6 +110,9 @@ def test_every_run_reports_its_efficiency_and_a_resumed_run_counts_every_segment
     assert record["useful_tokens"] / (seconds + 0.006) <= record["useful_tokens_per_s"] <= \
         record["useful_tokens"] / max(seconds - 0.006, 1e-3)
     assert 0 < record["mfu"] < 1 and record["precision"] == "fp32" and "best fp32" in record["peak"]
+    known = json.loads((cache_dir / "device_peak.json").read_text())
+    assert "at its start and" in record["peak"] and record["peak_flops_per_s"] == max(
+        flops for key, flops in known.items() if key.startswith("fp32 on "))
     assert "MFU" in (tmp_path / "full" / "train.log").read_text()
     cut = tmp_path / "cut"
     shutil.copytree(tmp_path / "full", cut, symlinks=True)

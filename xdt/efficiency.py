@@ -19,9 +19,11 @@ inner steps) are not counted, so such strategies read lower: MFU here is useful 
 fine-tuning's measure. Small heads on pooled features are counted per token (they are well under 1% of N).
 
 The peak: on CUDA the published dense peak of the GPU for the precision in use (``CUDA_PEAKS``), measured when
-the GPU is not in the table; on CPU a matrix multiply measured at the start of every run (about a tenth of a
-second), keeping in ``<cache_dir>/device_peak.json`` the best figure seen per CPU model, thread count and torch
-version: a shared machine's load lowers one measurement, never the peak a run is compared with.
+the GPU is not in the table; on CPU a matrix multiply measured at the start and at the end of every run (about a
+tenth of a second each), keeping in ``<cache_dir>/device_peak.json`` the best figure seen per CPU model, thread
+count and torch version: a shared machine's load lowers one measurement, never the peak a run is compared with.
+The log's lines compare with the peak known at the start; ``metrics.json`` with the one known at the end, so the
+first run on a machine whose start was measured under load does not keep an MFU that the load inflated.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -141,28 +144,44 @@ def precision_in_use(hardware) -> str:
     return "tf32" if hardware.device == "cuda" and hardware.get("tf32") else "fp32"
 
 
-def device_peak(device: torch.device, precision: str, cache_dir: str | Path) -> tuple[float, str]:
-    """The peak FLOP/s of ``device`` in ``precision`` and where the figure comes from."""
+class Peak(NamedTuple):
+    """The FLOP/s a run's work is compared with."""
+
+    flops: float  # the best figure known for this device and precision
+    source: str  # where it comes from
+    measured: float = 0.0  # what this call measured (0 for a published peak)
+
+
+def device_peak(device: torch.device, precision: str, cache_dir: str | Path, repeats: int = 10) -> Peak:
+    """The peak FLOP/s of ``device`` in ``precision``, where the figure comes from, and this measurement."""
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         for part, peaks in CUDA_PEAKS.items():
             if part in name and precision in peaks:
-                return peaks[precision], f"published dense {precision} peak of {name}"
+                return Peak(peaks[precision], f"published dense {precision} peak of {name}")
         where = f"{name}, torch {torch.__version__}"
     else:
         where = f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
     key = f"{precision} on {where}"
     cache = Path(cache_dir).expanduser() / "device_peak.json"
     known = _read_cache(cache)
-    measured = measure_matmul(device, DTYPES[precision])
+    measured = measure_matmul(device, DTYPES[precision], repeats=repeats)
     if measured > known.get(key, 0.0):
         known[key] = measured
         try:
             atomic_write_json(cache, known)
         except OSError as error:  # a read-only cache only loses the best figure of earlier runs
             log.debug("could not keep the measured peak in %s: %s", cache, error)
-    return known[key], (f"best {precision} {MATMUL_SIZE}x{MATMUL_SIZE} matrix multiply measured on {where}; "
-                        f"this run measured {measured / 1e9:.0f} GFLOP/s")
+    return Peak(known[key], f"best {precision} {MATMUL_SIZE}x{MATMUL_SIZE} matrix multiply measured on {where}",
+                measured)
+
+
+def run_peak(start: Peak, end: Peak) -> Peak:
+    """The peak of a run measured at its start and at its end, its source naming both measurements."""
+    if not end.measured:
+        return end
+    return end._replace(source=f"{end.source}; this run measured {start.measured / 1e9:.0f} GFLOP/s at its start "
+                               f"and {end.measured / 1e9:.0f} at its end")
 
 
 def _read_cache(path: Path) -> dict[str, float]:

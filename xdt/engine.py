@@ -362,8 +362,8 @@ class EfficiencyMeter:
         self.strategy = training.strategy
         self.flops = efficiency.flop_model(training.strategy)
         self.precision = efficiency.precision_in_use(training.cfg.hardware)
-        self.peak, self.peak_source = efficiency.device_peak(training.accelerator.device, self.precision,
-                                                             training.cfg.cache_dir)
+        self.device, self.cache_dir = training.accelerator.device, training.cfg.cache_dir
+        self.peak = efficiency.device_peak(self.device, self.precision, self.cache_dir)
         self.line_start = self.counts(state)
 
     @staticmethod
@@ -383,12 +383,15 @@ class EfficiencyMeter:
         self.line_start = self.counts(state)
         if seconds <= 0:
             return "0 tok/s"
-        mfu = self.flops.flops(real, squares, head_positions) / seconds / self.peak
+        mfu = self.flops.flops(real, squares, head_positions) / seconds / self.peak.flops
         return f"{real / seconds:.0f} tok/s  MFU {mfu:.2f}"
 
     def record(self, state: LoopState) -> dict:
+        # Measured again at the end: one measurement under a passing load would inflate the run's MFU.
+        end = efficiency.device_peak(self.device, self.precision, self.cache_dir, repeats=5)
+        peak = efficiency.run_peak(self.peak, end)
         return efficiency.efficiency(self.flops, state.useful_tokens, state.all_tokens, state.squared_lengths,
-                                     state.train_seconds, self.peak, self.peak_source, self.precision,
+                                     state.train_seconds, peak.flops, peak.source, self.precision,
                                      state.head_positions)
 
 
