@@ -99,9 +99,10 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
         [["experiment=fdu_apparel_to_MR", "seed=0,1,2", "strategy=erm", "max_steps=300",
           "hardware.mixed_precision=no,bf16"]]),
     "fdu_150": (
-        "strategies on three FDU-MTL pairs with MiniLM at the 150-step comparison budget",
-        [["experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
-          "strategy=erm,dann,coral,mmd,fgm,self_train,lp_ft,augment", "seed=0,1"]]),
+        "strategies on three FDU-MTL pairs with MiniLM at the 150-step comparison budget (seeds outermost, so an "
+        "interrupted run has every pair and strategy at its first seed)",
+        [["seed=0,1", "experiment=fdu_apparel_to_MR,fdu_imdb_to_baby,fdu_video_to_apparel",
+          "strategy=erm,dann,coral,mmd,fgm,self_train,lp_ft,augment"]]),
     "fdu_300": (
         "six strategies on two of those pairs at twice the budget (300 steps), 3 seeds; its sweeps are "
         "fdu_apparel_to_MR_300's and fdu_imdb_to_baby_300's",
