@@ -57,6 +57,16 @@ def test_the_domain_adaptation_grid_is_every_ordered_pair_of_its_domains_for_eve
     assert set(by_strategy) == {"erm", "dann", "coral", "mmd", "self_train", "mtl"}
 
 
+@pytest.mark.parametrize("name", ["fdu_150", "fdu_apparel_to_MR_300", "fdu_imdb_to_baby_300"])
+def test_the_long_cpu_benchmarks_run_every_configuration_at_its_first_seed_before_any_second_seed(name):
+    """An interrupted launch of a benchmark of hours still reports every pair and strategy (the basic sweeper
+    launches the product of the overrides in their order, the first outermost)."""
+    (overrides,) = results.BENCHMARKS[name][1]
+    seeds = [dict(item.split("=", 1) for item in job)["seed"] for job in jobs(overrides)]
+    configurations = len(seeds) // len(set(seeds))
+    assert seeds[:configurations] == ["0"] * configurations and len(set(seeds)) > 1
+
+
 def test_the_grids_budget_is_three_epochs_evaluated_every_half_epoch():
     cfg = compose_config(["experiment=da_grid", f"data_dir={DATA_DIR}"])
     train_rows = 1400  # an FDU-MTL domain's train split less its 200 validation rows
