@@ -57,7 +57,7 @@ def test_the_domain_adaptation_grid_is_every_ordered_pair_of_its_domains_for_eve
     assert set(by_strategy) == {"erm", "dann", "coral", "mmd", "self_train", "mtl"}
 
 
-@pytest.mark.parametrize("name", ["fdu_150", "fdu_apparel_to_MR_300", "fdu_imdb_to_baby_300"])
+@pytest.mark.parametrize("name", ["fdu_150", "fdu_300", "fdu_apparel_to_MR_300", "fdu_imdb_to_baby_300"])
 def test_the_long_cpu_benchmarks_run_every_configuration_at_its_first_seed_before_any_second_seed(name):
     """An interrupted launch of a benchmark of hours still reports every pair and strategy (the basic sweeper
     launches the product of the overrides in their order, the first outermost)."""
