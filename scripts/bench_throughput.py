@@ -2,10 +2,11 @@
 
 Same process, same data (FDU-MTL apparel by default), same model (MiniLM under xdt's mean-pooling
 head), batch size, max length, optimizer (AdamW, weight decay on matrices only), linear warm-up/decay
-schedule and gradient clipping. Trainer runs three ways: as it comes (random batches, the per-tensor
-AdamW), with ``train_sampling_strategy="group_by_length"``, and with that plus the fused AdamW xdt's
-config uses. Rounds alternate all four so machine noise hits them alike; the script prints the median
-samples/s of each and the ratios.
+schedule, gradient clipping and precision (``-- hardware.mixed_precision=bf16`` gives Trainer ``bf16=True``: the
+same autocast). Trainer runs three ways: as it comes (random batches, the per-tensor AdamW), with
+``train_sampling_strategy="group_by_length"``, and with that plus the fused AdamW xdt's config uses. Rounds
+alternate all four so machine noise hits them alike; the script prints the median samples/s of each and the
+ratios.
 
 What differs is the engine: xdt's own loop, and on CPU its dropout (``hardware.fast_dropout``, on by default:
 masks drawn 16 bits at a time; ``-- hardware.fast_dropout=false`` gives xdt PyTorch's dropout, as Trainer has).
@@ -16,6 +17,7 @@ Both are timed the same way: from the start of the first training step to the en
     python scripts/bench_throughput.py                      # FDU-MTL apparel if XDT_DATA_DIR or ../shared/data
     python scripts/bench_throughput.py --steps 30 --rounds 3 --domain syn_books
     python scripts/bench_throughput.py --steps 30 --rounds 2 -- hardware.fast_dropout=false
+    python scripts/bench_throughput.py --steps 30 --rounds 2 -- hardware.mixed_precision=bf16   # CPUs with bf16 units
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def run_trainer(cfg, workdir: Path, group_by_length: bool, optim: str = "adamw_t
         save_strategy="no", eval_strategy="no", logging_strategy="no", report_to=[], use_cpu=True,
         dataloader_num_workers=0, length_column_name="length",
         train_sampling_strategy="group_by_length" if group_by_length else "random",
-        seed=int(cfg.seed), disable_tqdm=True)
+        seed=int(cfg.seed), disable_tqdm=True, bf16=cfg.hardware.mixed_precision == "bf16",
+        fp16=cfg.hardware.mixed_precision == "fp16")
     clock = StepClock()
     trainer = Trainer(model=model, args=arguments, train_dataset=train_set, callbacks=[clock],
                       data_collator=DataCollatorWithPadding(tokenizer))
