@@ -143,6 +143,20 @@ def test_one_contended_run_does_not_move_a_rows_cost(grid):
     assert cells(dann)[-1].strip() == "1.00x"
 
 
+def test_with_several_pairs_seconds_per_step_are_given_per_pair_against_erms_on_that_pair(grid):
+    """A strategy's cost follows the pair's lengths: each pair gets its own s/step column, with the ratio to ERM's on
+    that pair, and the last column averages the pairs' ratios."""
+    slow = next(grid.glob("*_strategy=dann,source=dvd")) / "metrics.json"
+    slow.write_text(json.dumps({**json.loads(slow.read_text()), "train_time_s": 16.0}))
+    write_report(grid)
+    lines = [line for line in (grid / "report" / "report.md").read_text().splitlines() if "wall s" in line
+             or line.startswith(("| erm note=null |", "| dann |")) and line.rstrip().endswith("x |")]
+    header, erm, dann = ([c.strip() for c in cells(line)] for line in lines[:3])
+    columns = dict(zip(header, zip(erm, dann)))
+    assert columns["syn_books→syn_kitchen s/step"] == ("0.08", "0.08 (1.00x)")
+    assert columns["syn_dvd→syn_books s/step"] == ("0.08", "0.16 (2.00x)")
+    assert columns["s/step vs ERM"] == ("1.00x", "1.50x") and "median s/step" not in columns
+
 # ---- 2. report.md is GitHub-flavoured Markdown ----------------------------------------------------------------
 
 def test_every_table_keeps_its_shape(grid):

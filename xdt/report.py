@@ -183,16 +183,19 @@ class Report:
         mine, reference = self.average(row), self.average(erm) if erm else None
         return None if mine is None or reference is None else mine - reference
 
-    def step_ratio(self, row: str) -> float | None:
-        """Mean over pairs of the row's median seconds per step relative to the ERM row's, on the same pair.
+    def pair_step_ratio(self, row: str, pair: str) -> float | None:
+        """The row's median seconds per step on ``pair`` relative to the ERM row's there.
 
         Medians over seeds, because a run that shared the machine with another job is slow by a large factor,
         and one such run should not move a row's cost."""
-        erm, ratios = self.erm_rows.get(row), []
-        for pair in self.pairs:
-            mine, theirs = self.cells.get((row, pair)), self.cells.get((erm, pair))
-            if mine and theirs and mine.step_seconds and statistics.median(theirs.step_seconds) > 0:  # 0: hand-made
-                ratios.append(statistics.median(mine.step_seconds) / statistics.median(theirs.step_seconds))
+        mine, theirs = self.cells.get((row, pair)), self.cells.get((self.erm_rows.get(row), pair))
+        if mine and theirs and mine.step_seconds and statistics.median(theirs.step_seconds) > 0:  # 0: hand-made
+            return statistics.median(mine.step_seconds) / statistics.median(theirs.step_seconds)
+        return None
+
+    def step_ratio(self, row: str) -> float | None:
+        """Mean over pairs of :meth:`pair_step_ratio`."""
+        ratios = [r for pair in self.pairs if (r := self.pair_step_ratio(row, pair)) is not None]
         return statistics.mean(ratios) if ratios else None
 
     def paired_differences(self, row: str, pair: str) -> list[float]:
@@ -571,16 +574,33 @@ def main_table(report: Report) -> list[list[str]]:
 
 
 def cost_table(report: Report) -> list[list[str]]:
+    """Source scores and costs per row. With several pairs, seconds per step are given per pair, each with its
+    ratio to ERM's on that pair: a strategy's cost follows the pair's lengths, and one median over pairs of
+    different lengths would say little."""
     # Costs are medians over the row's runs: on a shared machine one contended run is slow by a large factor.
-    lines = [["strategy", *(f"{p} source" for p in report.pairs), "median wall s", "median s/step", "s/step vs ERM"]]
+    per_pair = len(report.pairs) > 1
+    steps = [f"{p} s/step" for p in report.pairs] if per_pair else ["median s/step"]
+    lines = [["strategy", *(f"{p} source" for p in report.pairs), "median wall s", *steps, "s/step vs ERM"]]
     for row in report.rows:
         cells = [report.cells.get((row, p)) for p in report.pairs]
         present = [c for c in cells if c]
+        if per_pair:
+            seconds = [_step_cell(report, row, pair, cell) for pair, cell in zip(report.pairs, cells)]
+        else:
+            seconds = [_fmt(_median_of([s for c in present for s in c.step_seconds]), digits=2)]
         lines.append([row, *(_fmt(statistics.mean(c.source)) if c and c.source else "-" for c in cells),
-                      _fmt(_median_of([w for c in present for w in c.wall]), digits=0),
-                      _fmt(_median_of([s for c in present for s in c.step_seconds]), digits=2),
+                      _fmt(_median_of([w for c in present for w in c.wall]), digits=0), *seconds,
                       f"{report.step_ratio(row):.2f}x" if report.step_ratio(row) is not None else "-"])
     return lines
+
+
+def _step_cell(report: Report, row: str, pair: str, cell: Cell | None) -> str:
+    """The row's median seconds per step on ``pair``, with its ratio to ERM's there: ``0.89 (1.60x)``."""
+    if not cell or not cell.step_seconds:
+        return "-"
+    seconds = _fmt(statistics.median(cell.step_seconds), digits=2)
+    ratio = report.pair_step_ratio(row, pair)
+    return seconds if ratio is None or report.erm_rows.get(row) == row else f"{seconds} ({ratio:.2f}x)"
 
 
 # Two-sided 95% quantiles of Student's t for 1 to 30 degrees of freedom; beyond 30, 1.96 + 2.4/df is within 0.003.
@@ -859,7 +879,8 @@ def report_text(report: Report, folder: Path, diagnose: bool, level: str = "##")
     """The tables of one report, their sections headed at ``level``."""
     text = [md(report.caption()) + "\n", markdown(main_table(report)),
             f"\nSource test {report.metric} at the same checkpoints, wall time per run (with its pretraining stage, "
-            "if any), and fine-tuning seconds per step, each the median over the row's runs "
+            "if any), and fine-tuning seconds per step (per pair, with its ratio to ERM's on that pair, when there are "
+            "several; the last column averages the pairs' ratios), each the median over the row's runs "
             "(from each run's own clock: compare only runs made under the same load).\n",
             markdown(cost_table(report))]
     paired = paired_table(report)
