@@ -39,12 +39,14 @@ ROOT = Path(__file__).resolve().parents[1]
 DA_DOMAINS = ("apparel", "camera_photo", "music", "video")
 # Source-only ERM, and the candidates with published gains for pretrained text encoders, each over the settings a
 # search would try: DANN's adversarial weight, CORAL's and MMD's penalty weights, self-training's confidence
-# threshold (with SHOT's diversity term), and UDALM-style masked-LM on target text (mtl, one source: no domain heads).
+# threshold (with SHOT's diversity term) with pseudo-labels from the trained pass or, FixMatch/UDA-style, from the
+# text as it is with the loss on an EDA-rewritten copy (views), and UDALM-style masked-LM on target text (mtl, one
+# source: no domain heads).
 DA_STRATEGIES = (["strategy=erm"],
                  ["strategy=dann", "strategy.weight=0.03,0.1,0.3,1.0"],
                  ["strategy=coral", "strategy.weight=0.1,0.3,1.0,3.0"],
                  ["strategy=mmd", "strategy.weight=0.1,0.3,1.0,3.0"],
-                 ["strategy=self_train", "strategy.threshold=0.8,0.9,0.95"],
+                 ["strategy=self_train", "strategy.threshold=0.8,0.9,0.95", "strategy.views=same,eda"],
                  ["strategy=mtl", "strategy.domain_heads=false", "strategy.mlm_weight=0.1,0.3,1.0"])
 
 

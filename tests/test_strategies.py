@@ -6,6 +6,7 @@ import copy
 import json
 import math
 import random
+import shutil
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,7 @@ from xdt.models import SequenceClassifier, TokenClassifier, load_tokenizer, mask
 from xdt.strategies.augment import BUILTIN_LEXICON, eda, load_lexicon
 from xdt.strategies._common import confusion_loss, coral_loss, dann_lambda, mmd_loss, pairwise_mean, reverse_gradient
 from xdt.strategies.base import Strategy, StrategyContext
+from xdt.errors import XdtError
 from xdt.strategies.self_train import class_imbalance
 from xdt.engine import param_groups
 from xdt.tasks.sequence_classification import build_strategy
@@ -473,6 +475,42 @@ def test_self_training_waits_for_its_warm_up(smoke):
     _, late = strategy(source, target, progress=0.5)
     assert early["pseudo_fraction"].item() == 0.0 and late["pseudo_fraction"].item() == 1.0
     assert late["pseudo"].item() > 0
+
+
+def test_self_training_with_eda_views_labels_the_text_as_it_is_and_trains_on_a_rewritten_copy(smoke):
+    strategy, tokenizer = tiny_strategy(smoke, "strategy=self_train", "strategy.threshold=0.0",
+                                        "strategy.views=eda", "strategy.alpha=0.3")
+    source = batch_of(tokenizer, ["great pan", "awful lid"], [1, 0])
+    target = batch_of(tokenizer, ["a sturdy kettle that never leaks", "the lid broke after a week"])
+    seen: list[tuple[torch.Tensor, bool]] = []
+    strategy.model.encoder.register_forward_hook(
+        lambda module, args, kwargs, output: seen.append((kwargs.get("input_ids", args[0] if args else None),
+                                                          torch.is_grad_enabled())), with_kwargs=True)
+    use_one_pass(strategy, False)
+    random.seed(0)
+    loss, terms = strategy(source, target, progress=0.5)
+    (labelled,) = [ids for ids, grad in seen if not grad]  # one forward without gradients: the pseudo-labels'
+    trained = [ids for ids, grad in seen if grad and len(ids) == 2 and not torch.equal(ids, source["input_ids"])]
+    assert torch.equal(labelled, target["input_ids"])
+    assert len(trained) == 1 and not torch.equal(trained[0], target["input_ids"])  # the loss's rows are rewritten
+    assert terms["pseudo_fraction"].item() == 1.0 and loss.requires_grad
+    with pytest.raises(XdtError, match=r"strategy\.views='both' is not valid: choose same or eda"):
+        tiny_strategy(smoke, "strategy=self_train", "strategy.views=both")
+
+
+def test_a_cut_off_self_training_run_with_eda_views_resumes_to_the_same_metrics(smoke, tmp_path):
+    """The rewrites come from Python's random, which checkpoints save: a resumed run rewrites as the whole one did."""
+    overrides = ("strategy=self_train", "strategy.views=eda", "strategy.warmup=0", "strategy.threshold=0.5",
+                 "max_steps=6", "eval_interval=3")
+    full = train(smoke(*overrides), tmp_path / "full")
+    cut = tmp_path / "cut"
+    shutil.copytree(tmp_path / "full", cut, symlinks=True)
+    for name in ("done", "metrics.json"):
+        (cut / name).unlink()
+    shutil.rmtree(checkpoint.step_dir(cut, 6))
+    (cut / "checkpoints" / "last").unlink()
+    (cut / "checkpoints" / "last").symlink_to("step-0000003")
+    assert train(smoke(f"resume={cut}"), tmp_path / "ignored")["metrics"] == full["metrics"]
 
 
 def test_lp_ft_trains_only_the_head_during_the_probe_then_everything(smoke):

@@ -65,6 +65,25 @@ def eda(words: list[str], operation: str, alpha: float, lexicon: dict[str, list[
     return words
 
 
+def texts_of(batch: Batch, rows: list[int], tokenizer) -> list[str]:
+    """The text of the batch's ``rows``, decoded from their token ids without special tokens or padding."""
+    ids = [batch["input_ids"][i][batch["attention_mask"][i].bool()].tolist() for i in rows]
+    return tokenizer.batch_decode(ids, skip_special_tokens=True)
+
+
+def with_texts(batch: Batch, texts: dict[int, str], tokenizer) -> Batch:
+    """``batch`` with row ``i`` tokenised again from ``texts[i]`` (truncated to the batch's width) and padded to
+    the longest row, as batches are; every other key (labels, domains) is kept as it is."""
+    width = batch["input_ids"].shape[1]
+    rows = [ids[mask.bool()].tolist() for ids, mask in zip(batch["input_ids"].cpu(), batch["attention_mask"].cpu())]
+    if texts:
+        for i, ids in zip(texts, tokenizer(list(texts.values()), truncation=True, max_length=width)["input_ids"]):
+            rows[i] = ids
+    padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")
+    device = batch["input_ids"].device
+    return {**batch, "input_ids": padded["input_ids"].to(device), "attention_mask": padded["attention_mask"].to(device)}
+
+
 class BackTranslator:
     """Two frozen sequence-to-sequence models: text -> pivot language -> text. Not an nn.Module on
     purpose: it is neither trained nor saved. The models load on first use (``xdt eval`` never needs them)."""
@@ -115,10 +134,9 @@ class Augment(Strategy):
 
     def augmented(self, source: Batch) -> Batch:
         """The batch with some examples replaced by augmented copies (same labels and domains)."""
-        tokenizer, width = self.context.tokenizer, source["input_ids"].shape[1]
-        rows = [ids[mask.bool()].tolist() for ids, mask in zip(source["input_ids"].cpu(), source["attention_mask"].cpu())]
-        chosen = [i for i in range(len(rows)) if random.random() < self.probability]
-        texts = tokenizer.batch_decode([rows[i] for i in chosen], skip_special_tokens=True)
+        tokenizer = self.context.tokenizer
+        chosen = [i for i in range(len(source["input_ids"])) if random.random() < self.probability]
+        texts = texts_of(source, chosen, tokenizer)
         translate = [k for k in range(len(chosen)) if random.random() < self.back_translation_probability]
         if self.back_translator and translate:
             translated = self.back_translator([texts[k] for k in translate], source["input_ids"].device)
@@ -128,14 +146,7 @@ class Augment(Strategy):
             if k not in translate and self.operations:
                 texts[k] = " ".join(eda(text.split(), random.choice(self.operations), self.alpha, self.lexicon,
                                         random))
-        if chosen:
-            encoded = tokenizer(texts, truncation=True, max_length=width)["input_ids"]
-            for i, ids in zip(chosen, encoded):
-                rows[i] = ids
-        padded = tokenizer.pad({"input_ids": rows}, return_tensors="pt")  # to the longest row, as batches are
-        batch = {"input_ids": padded["input_ids"], "attention_mask": padded["attention_mask"],
-                 "labels": source["labels"].cpu(), "domain": source["domain"].cpu()}
-        return {key: value.to(source["input_ids"].device) for key, value in batch.items()}
+        return with_texts(source, dict(zip(chosen, texts)), tokenizer)
 
     def forward(self, source: Batch, target: Batch | None = None,
                 progress: float = 0.0) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

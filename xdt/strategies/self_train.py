@@ -16,18 +16,29 @@ drifted to one class: the term, logged as ``diversity``, rose from 0.02 to 0.51 
 of target rows got a confident pseudo-label. It assumes the target's classes are roughly balanced (as in
 FDU-MTL); set it to 0 for a target known to be skewed. (The constructor's default stays 0, so a run
 saved before the term existed resumes with the objective it started with.)
+
+``views`` says where a pseudo-label comes from. ``same`` (the default): from the very forward pass that is
+trained on it. ``eda``: consistency training as FixMatch does it, with text augmentation as UDA (Xie et al.,
+"Unsupervised Data Augmentation for Consistency Training", NeurIPS 2020) does for text: the target batch as it
+is gets the pseudo-labels (a forward pass without gradients), and the loss is taken on a copy of it rewritten by
+one EDA operation per example (``alpha`` of its words; :mod:`xdt.strategies.augment`), so the model learns to
+give a changed sentence the label it gives the original. It costs a forward pass of the target batch more.
 """
 
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 import torch.nn.functional as F
 
 from xdt.checks import check_fraction
 from xdt.errors import XdtError
+from xdt.strategies.augment import BUILTIN_LEXICON, OPERATIONS, eda, load_lexicon, texts_of, with_texts
 from xdt.strategies.base import Batch, Strategy, StrategyContext
+
+VIEWS = ("same", "eda")
 
 
 class SelfTraining(Strategy):
@@ -35,8 +46,16 @@ class SelfTraining(Strategy):
     uses_target_data = True
 
     def __init__(self, model, context: StrategyContext = StrategyContext(), threshold: float = 0.9,
-                 weight: float = 1.0, warmup: float = 0.2, diversity: float = 0.0):
+                 weight: float = 1.0, warmup: float = 0.2, diversity: float = 0.0, views: str = "same",
+                 alpha: float = 0.1):
         super().__init__(model, context)
+        if views not in VIEWS:
+            raise XdtError(f"strategy.views={views!r} is not valid: choose {' or '.join(VIEWS)}")
+        if views == "eda" and context.tokenizer is None:
+            raise XdtError("strategy.views=eda needs the run's tokenizer to turn token ids back into text")
+        check_fraction("strategy.alpha", alpha, "a fraction of each text's words")
+        self.views, self.alpha = views, alpha
+        self.lexicon = load_lexicon(BUILTIN_LEXICON) if views == "eda" else {}
         if not diversity >= 0:
             raise XdtError(f"strategy.diversity={diversity} is not valid: it must be 0 (off) or positive")
         # A threshold above 1 or a warm-up of the whole run would silently give no pseudo-label at all.
@@ -52,15 +71,30 @@ class SelfTraining(Strategy):
             zero = classification.new_zeros(())
             return classification, {"classification": classification, "pseudo": zero, "pseudo_fraction": zero,
                                     "diversity": zero}
-        _, classification, target_features = self.features_of_both(source, target)
+        trained_on = self.rewritten(target) if self.views == "eda" else target
+        _, classification, target_features = self.features_of_both(source, trained_on)
         logits = self.model.classify(target_features)
-        confidence, pseudo_labels = logits.detach().softmax(-1).max(-1)
+        if self.views == "eda":
+            with torch.no_grad():
+                labelled_by = self.model.classify(self.target_features(target))
+        else:
+            labelled_by = logits.detach()
+        confidence, pseudo_labels = labelled_by.softmax(-1).max(-1)
         confident = (confidence >= self.threshold).float()
         pseudo = (F.cross_entropy(logits, pseudo_labels, reduction="none") * confident).mean()
         diversity = class_imbalance(logits)
         loss = classification + self.weight * pseudo + self.diversity * diversity
         return loss, {"classification": classification, "pseudo": pseudo, "pseudo_fraction": confident.mean(),
                       "diversity": diversity}
+
+
+    def rewritten(self, target: Batch) -> Batch:
+        """The target batch with every example rewritten by one EDA operation (Python's ``random``, which
+        checkpoints save, chooses which and where)."""
+        tokenizer = self.context.tokenizer
+        texts = texts_of(target, list(range(len(target["input_ids"]))), tokenizer)
+        return with_texts(target, {i: " ".join(eda(text.split(), random.choice(OPERATIONS), self.alpha, self.lexicon,
+                                                     random)) for i, text in enumerate(texts)}, tokenizer)
 
 
 def class_imbalance(logits: torch.Tensor) -> torch.Tensor:
