@@ -109,6 +109,11 @@ BENCHMARKS: dict[str, tuple[str, list[list[str]]]] = {
         "six strategies on two of those pairs at twice the budget (300 steps), 3 seeds (seeds outermost, so an "
         "interrupted run has both pairs and every strategy at its first seeds)",
         [fdu_300_sweep("fdu_apparel_to_MR,fdu_imdb_to_baby")]),
+    "self_train_views": (
+        "self-training with pseudo-labels from the trained pass (views=same) against FixMatch/UDA-style EDA views "
+        "(views=eda), and ERM, with MiniLM on FDU-MTL apparel -> MR at the 150-step budget, 3 seeds (seeds outermost)",
+        [["seed=0,1,2", "experiment=fdu_apparel_to_MR", "strategy=erm"],
+         ["seed=0,1,2", "experiment=fdu_apparel_to_MR", "strategy=self_train", "strategy.views=same,eda"]]),
     "few_shot": (
         "k labeled target examples per class (k = 0, 8, 32, 128) on FDU-MTL apparel -> MR",
         [["experiment=few_shot_apparel_to_MR"]]),
