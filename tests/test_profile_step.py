@@ -4,12 +4,14 @@ adding up to the steps' wall time, and the MFU figures computed from the run's F
 from __future__ import annotations
 
 import importlib.util
+import logging
 import re
 import sys
 
 import pytest
 
 from conftest import DATA_DIR, ROOT
+from xdt.console import console
 
 spec = importlib.util.spec_from_file_location("profile_step", ROOT / "scripts" / "profile_step.py")
 profile_step = importlib.util.module_from_spec(spec)
@@ -34,7 +36,16 @@ def test_operators_are_put_in_their_kind(name, kind):
     assert profile_step.kind_of(name) == kind
 
 
-def test_a_runs_steps_are_profiled_and_their_kinds_add_up_to_their_time(monkeypatch, capsys, cache_dir):
+@pytest.fixture
+def script_globals(monkeypatch):
+    """The script quiets the console and INFO logging, as a process of its own may; give both back after."""
+    monkeypatch.setattr(console, "quiet", console.quiet)
+    yield
+    logging.disable(logging.NOTSET)
+
+
+def test_a_runs_steps_are_profiled_and_their_kinds_add_up_to_their_time(monkeypatch, capsys, cache_dir,
+                                                                        script_globals):
     monkeypatch.setattr(sys, "argv", ["profile_step.py", "--warmup", "1", "--steps", "2", "--", "debug=smoke",
                                       f"cache_dir={cache_dir}", f"data_dir={DATA_DIR}"])
     profile_step.main()
