@@ -4,6 +4,7 @@ and the location of the real data in ../shared/data (tests that need it skip whe
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +49,17 @@ def run_xdt(*args: str, cwd: Path, env: dict | None = None, timeout: int = 600) 
     full_env = {**os.environ, "XDT_DATA_DIR": str(DATA_DIR), **(env or {})}
     return subprocess.run([sys.executable, "-m", "xdt.cli", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout)
+
+
+def cut_off_copy(finished: Path, cut: Path, last_step: int, kept_step: int) -> Path:
+    """A copy of the finished run ``finished`` at ``cut`` as if it had been killed after checkpointing
+    ``kept_step``: no ``done``, no metrics.json, no checkpoint of ``last_step``, ``last`` naming ``kept_step``."""
+    from xdt import checkpoint
+
+    shutil.copytree(finished, cut, symlinks=True)
+    for name in ("done", "metrics.json"):
+        (cut / name).unlink()
+    shutil.rmtree(checkpoint.step_dir(cut, last_step))
+    (cut / "checkpoints" / "last").unlink()
+    (cut / "checkpoints" / "last").symlink_to(checkpoint.step_dir(cut, kept_step).name)
+    return cut

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIG_DIR, run_xdt
+from conftest import CONFIG_DIR, run_xdt, cut_off_copy
 from safetensors.torch import load_file
 
 from xdt import checkpoint
@@ -55,13 +54,7 @@ def test_micro_batches_weigh_uneven_slices_by_their_rows():
 def test_a_run_cut_between_accumulated_steps_resumes_exactly(smoke, tmp_path):
     overrides = ("max_steps=6", "eval_interval=3", "accumulate_grad_batches=2")
     full = train(smoke(*overrides), tmp_path / "full")
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut, symlinks=True)
-    for name in ("done", "metrics.json"):
-        (cut / name).unlink()
-    shutil.rmtree(checkpoint.step_dir(cut, 6))
-    (cut / "checkpoints" / "last").unlink()
-    (cut / "checkpoints" / "last").symlink_to("step-0000003")
+    cut = cut_off_copy(tmp_path / "full", tmp_path / "cut", last_step=6, kept_step=3)
     resumed = train(smoke(f"resume={cut}"), tmp_path / "ignored")
     assert resumed["metrics"] == full["metrics"]
 

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 
 import pytest
 from omegaconf import OmegaConf
 from transformers import AutoTokenizer
 
-from conftest import DATA_DIR, compose_config, run_xdt
-from xdt import checkpoint
+from conftest import DATA_DIR, compose_config, run_xdt, cut_off_copy
 from xdt.config import package_dir
 from xdt.data.conll import read_conll
 from xdt.data.domains import load_domain
@@ -206,13 +204,7 @@ def test_language_modeling_on_target_sentences_before_the_protocol(ner, tmp_path
 
 def test_a_cut_off_ner_run_resumes_to_the_same_metrics(ner, tmp_path):
     full = train(ner(), tmp_path / "full")
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut, symlinks=True)
-    for name in ("done", "metrics.json"):
-        (cut / name).unlink()
-    shutil.rmtree(checkpoint.step_dir(cut, 6))
-    (cut / "checkpoints" / "last").unlink()
-    (cut / "checkpoints" / "last").symlink_to("step-0000003")
+    cut = cut_off_copy(tmp_path / "full", tmp_path / "cut", last_step=6, kept_step=3)
     assert train(ner(f"resume={cut}"), tmp_path / "ignored")["metrics"] == full["metrics"]
 
 

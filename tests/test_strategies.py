@@ -6,7 +6,6 @@ import copy
 import json
 import math
 import random
-import shutil
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ from omegaconf import open_dict
 from safetensors.torch import load_file
 from transformers import BartConfig, BartForConditionalGeneration, BertConfig, BertModel
 
-from conftest import CONFIG_DIR, compose_config
+from conftest import CONFIG_DIR, compose_config, cut_off_copy
 from xdt import checkpoint
 from xdt.data.shots import domain_entries
 from xdt.eval_run import evaluate_run
@@ -503,13 +502,7 @@ def test_a_cut_off_self_training_run_with_eda_views_resumes_to_the_same_metrics(
     overrides = ("strategy=self_train", "strategy.views=eda", "strategy.warmup=0", "strategy.threshold=0.5",
                  "max_steps=6", "eval_interval=3")
     full = train(smoke(*overrides), tmp_path / "full")
-    cut = tmp_path / "cut"
-    shutil.copytree(tmp_path / "full", cut, symlinks=True)
-    for name in ("done", "metrics.json"):
-        (cut / name).unlink()
-    shutil.rmtree(checkpoint.step_dir(cut, 6))
-    (cut / "checkpoints" / "last").unlink()
-    (cut / "checkpoints" / "last").symlink_to("step-0000003")
+    cut = cut_off_copy(tmp_path / "full", tmp_path / "cut", last_step=6, kept_step=3)
     assert train(smoke(f"resume={cut}"), tmp_path / "ignored")["metrics"] == full["metrics"]
 
 
